@@ -1,0 +1,291 @@
+//! Uploads: the multipart body is streamed to a temporary file (the size limit holds while
+//! streaming), then read, normalised and deduplicated on a blocking thread while the rows
+//! stream into Postgres with COPY, all in one transaction.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek};
+
+use actix_multipart::Multipart;
+use futures::TryStreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use wacheck_core::input::{self, InputError, InputFormat};
+use wacheck_core::{Normalizer, ResultFormat, TaskId, TaskKind};
+use wacheck_store::tasks::{IngestError, IngestSummary, NewTask, RowEncoder, TaskRecord};
+
+use crate::{ApiError, AppState};
+
+/// The parts of an upload form.
+#[derive(Debug)]
+pub struct Upload {
+    pub user_id: Option<String>,
+    pub default_region: Option<String>,
+    pub result_format: Option<String>,
+    pub file: Option<tempfile::NamedTempFile>,
+    pub file_name: Option<String>,
+}
+
+const MAX_TEXT_FIELD: usize = 1024;
+
+fn multipart_error(e: actix_multipart::MultipartError) -> ApiError {
+    ApiError::bad(
+        "invalid_multipart",
+        format!("the body is not a valid multipart form: {e}"),
+    )
+}
+
+/// Reads the whole form; the file goes to a temporary file, never into memory.
+pub async fn read_form(mut form: Multipart, max_bytes: u64) -> Result<Upload, ApiError> {
+    let mut up = Upload {
+        user_id: None,
+        default_region: None,
+        result_format: None,
+        file: None,
+        file_name: None,
+    };
+    let mut seen: u64 = 0;
+    let too_large =
+        || ApiError::PayloadTooLarge(format!("the upload exceeds the limit of {max_bytes} bytes"));
+    while let Some(mut field) = form.try_next().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "file" {
+            if up.file.is_some() {
+                return Err(ApiError::bad(
+                    "duplicate_file",
+                    "send exactly one `file` part",
+                ));
+            }
+            let file_name = field
+                .content_disposition()
+                .and_then(|cd| cd.get_filename())
+                .map(str::to_owned);
+            let tmp = tempfile::NamedTempFile::new().map_err(|e| ApiError::Internal(e.into()))?;
+            let mut out =
+                tokio::fs::File::from_std(tmp.reopen().map_err(|e| ApiError::Internal(e.into()))?);
+            let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, &mut out);
+            while let Some(chunk) = field.try_next().await.map_err(multipart_error)? {
+                seen += chunk.len() as u64;
+                if seen > max_bytes {
+                    return Err(too_large());
+                }
+                out.write_all(&chunk)
+                    .await
+                    .map_err(|e| ApiError::Internal(e.into()))?;
+            }
+            out.flush()
+                .await
+                .map_err(|e| ApiError::Internal(e.into()))?;
+            up.file = Some(tmp);
+            up.file_name = file_name;
+            continue;
+        }
+        let mut value = Vec::new();
+        while let Some(chunk) = field.try_next().await.map_err(multipart_error)? {
+            seen += chunk.len() as u64;
+            if seen > max_bytes {
+                return Err(too_large());
+            }
+            if value.len() + chunk.len() > MAX_TEXT_FIELD {
+                return Err(ApiError::bad(
+                    "invalid_parameter",
+                    format!("the `{name}` field is too long"),
+                ));
+            }
+            value.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8(value)
+            .map_err(|_| {
+                ApiError::bad(
+                    "invalid_parameter",
+                    format!("the `{name}` field is not UTF-8 text"),
+                )
+            })?
+            .trim()
+            .to_owned();
+        match name.as_str() {
+            "user_id" => up.user_id = Some(text),
+            "default_region" => up.default_region = Some(text).filter(|t| !t.is_empty()),
+            "result_format" => up.result_format = Some(text).filter(|t| !t.is_empty()),
+            _ => {} // unknown fields are ignored, as form posts often carry extras
+        }
+    }
+    Ok(up)
+}
+
+/// Why reading the file stopped.
+#[derive(Debug)]
+enum ReadFail {
+    Input(InputError),
+    NoNumbers { rows: u64 },
+}
+
+impl From<InputError> for ReadFail {
+    fn from(e: InputError) -> Self {
+        ReadFail::Input(e)
+    }
+}
+
+fn read_error(e: ReadFail) -> ApiError {
+    match e {
+        ReadFail::NoNumbers { rows: 0 } => {
+            ApiError::bad("no_numbers", "the file contains no phone numbers")
+        }
+        ReadFail::NoNumbers { rows } => ApiError::bad(
+            "no_numbers",
+            format!(
+                "none of the {rows} rows is a valid phone number (numbers without + need default_region)"
+            ),
+        ),
+        ReadFail::Input(InputError::TooManyRows(n)) => {
+            ApiError::bad("too_many_rows", format!("the file has more than {n} rows"))
+        }
+        ReadFail::Input(InputError::InvalidXlsx(m)) => ApiError::bad("invalid_xlsx", m),
+        ReadFail::Input(InputError::Unsupported(m)) => ApiError::bad("unsupported_file", m),
+        ReadFail::Input(InputError::Io(e)) => ApiError::Internal(e.into()),
+    }
+}
+
+/// E.164 without `+` as an integer: a compact, exact key for deduplication.
+fn digits_key(e164: &str) -> u64 {
+    e164[1..].parse().expect("E.164 digits fit in u64")
+}
+
+/// Reads the file, sending encoded rows to `tx`; returns what it saw.
+fn read_file(
+    mut file: std::fs::File,
+    format: InputFormat,
+    normalizer: Normalizer,
+    encoder: RowEncoder,
+    max_rows: u64,
+    tx: mpsc::Sender<Vec<u8>>,
+) -> Result<IngestSummary, ReadFail> {
+    file.rewind().map_err(InputError::from)?;
+    let mut summary = IngestSummary::default();
+    let mut index: HashMap<u64, u32> = HashMap::new();
+    let mut buf = Vec::with_capacity(256 * 1024);
+    input::read_rows(std::io::BufReader::new(file), format, max_rows, |raw| {
+        let row_no = summary.total;
+        summary.total += 1;
+        match normalizer.normalize(&raw) {
+            Some(e164) => {
+                let key = digits_key(e164.as_str());
+                let next = summary.numbers.len() as u32;
+                let idx = *index.entry(key).or_insert(next);
+                if idx == next {
+                    summary.numbers.push(key);
+                    summary.rows_per_number.push(0);
+                }
+                summary.rows_per_number[idx as usize] += 1;
+                encoder.row(&mut buf, row_no, None, Some(idx));
+            }
+            None => {
+                summary.invalid += 1;
+                encoder.row(&mut buf, row_no, Some(&raw), None);
+            }
+        }
+        if buf.len() >= 256 * 1024 {
+            let full = std::mem::replace(&mut buf, Vec::with_capacity(256 * 1024));
+            tx.blocking_send(full).map_err(|_| {
+                InputError::Io(std::io::Error::other("the database stopped taking rows"))
+            })?;
+        }
+        Ok(())
+    })?;
+    if !buf.is_empty() {
+        let _ = tx.blocking_send(buf);
+    }
+    if summary.numbers.is_empty() {
+        return Err(ReadFail::NoNumbers {
+            rows: summary.total,
+        });
+    }
+    Ok(summary)
+}
+
+/// Validates the form, stores the task with all its rows, and queues its first chunks.
+pub async fn create_task(
+    state: &AppState,
+    user: &str,
+    kind: TaskKind,
+    up: Upload,
+) -> Result<TaskRecord, ApiError> {
+    let user_id = up
+        .user_id
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad("missing_parameter", "the `user_id` form field is required")
+        })?;
+    if user_id != user {
+        return Err(ApiError::NotFound("no such user for this API key".into()));
+    }
+    let file = up
+        .file
+        .ok_or_else(|| ApiError::bad("missing_file", "the `file` form field is required"))?;
+    let normalizer = Normalizer::new(up.default_region.as_deref())
+        .map_err(|e| ApiError::bad("invalid_default_region", e.to_string()))?;
+    let result_format = match up.result_format.as_deref() {
+        None => ResultFormat::Xlsx,
+        Some(f) => f
+            .to_ascii_lowercase()
+            .parse::<ResultFormat>()
+            .map_err(|_| {
+                ApiError::bad(
+                    "invalid_result_format",
+                    format!("result_format must be xlsx or csv, not `{f}`"),
+                )
+            })?,
+    };
+
+    let mut handle = file.reopen().map_err(|e| ApiError::Internal(e.into()))?;
+    let mut head = Vec::with_capacity(8192);
+    (&mut handle)
+        .take(8192)
+        .read_to_end(&mut head)
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    if head.is_empty() {
+        return Err(ApiError::bad("no_numbers", "the file is empty"));
+    }
+    let format = input::detect(&head, up.file_name.as_deref())
+        .map_err(|e| read_error(ReadFail::Input(e)))?;
+
+    let new = NewTask {
+        id: TaskId::new(),
+        user_id: user.to_owned(),
+        kind,
+        result_format,
+        default_region: up.default_region.map(|r| r.to_ascii_uppercase()),
+        chunk_size: state.chunk_size,
+    };
+    let (tx, rx) = mpsc::channel(8);
+    let encoder = RowEncoder::new(new.id);
+    let max_rows = state.api.max_rows;
+    let reader = tokio::task::spawn_blocking(move || {
+        read_file(handle, format, normalizer, encoder, max_rows, tx)
+    });
+    let summary = async move {
+        reader
+            .await
+            .map_err(|e| ReadFail::Input(InputError::Io(std::io::Error::other(e))))?
+    };
+    let record = match wacheck_store::tasks::insert(&state.pool, &new, rx, summary).await {
+        Ok(r) => r,
+        Err(IngestError::Input(e)) => return Err(read_error(e)),
+        Err(IngestError::Store(e)) => return Err(e.into()),
+    };
+    drop(file);
+    tracing::info!(task = %record.id, user, kind = %kind, rows = record.total, format = format.name(), "task created");
+
+    // Queue its first chunks. If Redis is down the task still exists; the reconciler queues it.
+    match wacheck_store::chunks::advance(&state.pool, record.id, state.window).await {
+        Ok(pushes) => {
+            if let Err(e) = state.queue.push_all(&pushes).await {
+                tracing::warn!(task = %record.id, "queueing failed, the reconciler will retry: {e:#}");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(task = %record.id, "advancing failed, the reconciler will retry: {e}")
+        }
+    }
+    Ok(record)
+}

@@ -1,0 +1,61 @@
+//! The HTTP API: ekycpro-compatible task routes, the health check, and downloads of result
+//! files kept in a local directory. The only crate that knows HTTP and JSON shapes.
+
+mod auth;
+mod error;
+mod ingest;
+mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sqlx::PgPool;
+use wacheck_blob::BlobStore;
+use wacheck_worker::Queue;
+
+pub use error::ApiError;
+pub use routes::configure;
+
+/// Limits and behaviour of the API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Largest upload (whole multipart body), in bytes; enforced while streaming.
+    pub max_upload_bytes: u64,
+    /// Most input rows per task.
+    pub max_rows: u64,
+    /// Lifetime of a `result_url`, in seconds.
+    pub result_url_ttl_secs: u64,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 100 * 1024 * 1024,
+            max_rows: 5_000_000,
+            result_url_ttl_secs: 3600,
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub queue: Queue,
+    pub blob: Arc<dyn BlobStore>,
+    pub api: ApiSettings,
+    /// Distinct numbers per chunk and chunks queued per task (from the pipeline settings).
+    pub chunk_size: u32,
+    pub window: u32,
+    /// Backend kinds in use, and whether any of them is the simulation.
+    pub backends: Vec<String>,
+    pub simulated: bool,
+}
+
+impl AppState {
+    fn result_url_ttl(&self) -> Duration {
+        Duration::from_secs(self.api.result_url_ttl_secs.max(1))
+    }
+}

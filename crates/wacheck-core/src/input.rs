@@ -1,0 +1,504 @@
+//! Uploaded files -> input rows.
+//!
+//! A file is recognised by its content (a zip container is xlsx; text is csv when a delimiter
+//! repeats on every sampled line, else one number per line); the file name is only a hint.
+//! Every reader streams: rows are handed to a callback as they are read.
+
+use std::io::{BufRead, BufReader, Read, Seek};
+
+use calamine::{DataRef, Reader, Xlsx};
+
+use crate::number::looks_like_phone;
+
+/// Header names that mark the number column (compared case-insensitively).
+const HEADER_NAMES: &[&str] = &["number", "phone", "mobile", "msisdn", "whatsapp"];
+/// How many records are looked at before the number column is chosen.
+const SNIFF_RECORDS: usize = 50;
+/// Longest raw cell kept; longer cells are cut (they are never valid numbers anyway).
+pub const MAX_RAW_CHARS: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    Txt,
+    Csv { delimiter: u8 },
+    Xlsx,
+}
+
+impl InputFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            InputFormat::Txt => "txt",
+            InputFormat::Csv { .. } => "csv",
+            InputFormat::Xlsx => "xlsx",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("the xlsx file cannot be read: {0}")]
+    InvalidXlsx(String),
+    #[error("the file has more than {0} rows")]
+    TooManyRows(u64),
+    #[error("reading the upload failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Decides the format from the first bytes of the file (at least 8 KiB when the file has them).
+pub fn detect(head: &[u8], file_name: Option<&str>) -> Result<InputFormat, InputError> {
+    let ext = file_name
+        .and_then(|n| n.rsplit_once('.'))
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    if head.starts_with(b"PK\x03\x04") {
+        return Ok(InputFormat::Xlsx);
+    }
+    if head.starts_with(&[0xD0, 0xCF, 0x11, 0xE0]) {
+        return Err(InputError::Unsupported(
+            "legacy .xls (Excel 97-2003) files are not supported: save the sheet as .xlsx or .csv"
+                .into(),
+        ));
+    }
+    if ext == "xlsx" {
+        return Err(InputError::InvalidXlsx(
+            "the file is named .xlsx but is not an xlsx (zip) document".into(),
+        ));
+    }
+    if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) {
+        return Err(InputError::Unsupported(
+            "UTF-16 text is not supported: save the file as UTF-8".into(),
+        ));
+    }
+    if is_binary(head) {
+        return Err(InputError::Unsupported(
+            "the file is neither text (.txt/.csv) nor an xlsx workbook".into(),
+        ));
+    }
+    let text = String::from_utf8_lossy(strip_bom(head));
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(20)
+        .collect();
+    // The last sampled line may be cut in the middle; ignore it when there are others.
+    let sample = if lines.len() > 2 {
+        &lines[..lines.len() - 1]
+    } else {
+        &lines[..]
+    };
+    for delimiter in [b',', b';', b'\t', b'|'] {
+        let counts: Vec<usize> = sample
+            .iter()
+            .map(|l| l.bytes().filter(|b| *b == delimiter).count())
+            .collect();
+        if let Some(&first) = counts.first()
+            && first > 0
+            && counts.iter().all(|&c| c == first)
+        {
+            return Ok(InputFormat::Csv { delimiter });
+        }
+    }
+    Ok(if ext == "csv" {
+        InputFormat::Csv { delimiter: b',' }
+    } else {
+        InputFormat::Txt
+    })
+}
+
+fn strip_bom(b: &[u8]) -> &[u8] {
+    b.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(b)
+}
+
+fn is_binary(head: &[u8]) -> bool {
+    if head.contains(&0) {
+        return true;
+    }
+    let control = head
+        .iter()
+        .filter(|&&b| b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t' | 0x0C))
+        .count();
+    let invalid_utf8 = match std::str::from_utf8(strip_bom(head)) {
+        Ok(_) => 0,
+        Err(e) if e.error_len().is_none() => 0, // cut in the middle of a character
+        Err(_) => String::from_utf8_lossy(head).matches('\u{FFFD}').count(),
+    };
+    control * 20 > head.len() || invalid_utf8 * 10 > head.len().max(1)
+}
+
+/// Counts of what a read saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadSummary {
+    pub rows: u64,
+    pub header_skipped: bool,
+    pub column: usize,
+}
+
+/// Reads every input row of the file and hands its raw text to `emit`, in file order.
+pub fn read_rows<R, F>(
+    reader: R,
+    format: InputFormat,
+    max_rows: u64,
+    emit: F,
+) -> Result<ReadSummary, InputError>
+where
+    R: Read + Seek,
+    F: FnMut(String) -> Result<(), InputError>,
+{
+    let mut picker = ColumnPicker::new(format == InputFormat::Txt, max_rows, emit);
+    match format {
+        InputFormat::Txt => read_txt(reader, &mut picker)?,
+        InputFormat::Csv { delimiter } => read_csv(reader, delimiter, &mut picker)?,
+        InputFormat::Xlsx => read_xlsx(reader, &mut picker)?,
+    }
+    picker.finish()
+}
+
+fn read_txt<R: Read, F>(reader: R, picker: &mut ColumnPicker<F>) -> Result<(), InputError>
+where
+    F: FnMut(String) -> Result<(), InputError>,
+{
+    let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    let mut line = Vec::with_capacity(256);
+    let mut first = true;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        let bytes = if first { strip_bom(&line) } else { &line[..] };
+        first = false;
+        let text = String::from_utf8_lossy(bytes);
+        let text = text.trim();
+        if !text.is_empty() {
+            picker.push(vec![text.to_owned()])?;
+        }
+    }
+}
+
+fn read_csv<R: Read, F>(
+    mut reader: R,
+    delimiter: u8,
+    picker: &mut ColumnPicker<F>,
+) -> Result<(), InputError>
+where
+    F: FnMut(String) -> Result<(), InputError>,
+{
+    let mut bom = [0u8; 3];
+    let mut got = 0;
+    while got < 3 {
+        let n = reader.read(&mut bom[got..])?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    let prefix: &[u8] = if bom[..got] == *b"\xEF\xBB\xBF" {
+        &[]
+    } else {
+        &bom[..got]
+    };
+    let chained = std::io::Cursor::new(prefix.to_vec()).chain(reader);
+    let mut csv = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(false)
+        .flexible(true)
+        .buffer_capacity(64 * 1024)
+        .from_reader(chained);
+    let mut record = csv::ByteRecord::new();
+    loop {
+        match csv.read_byte_record(&mut record) {
+            Ok(false) => return Ok(()),
+            Ok(true) => {}
+            Err(e) => {
+                return Err(match e.into_kind() {
+                    csv::ErrorKind::Io(io) => InputError::Io(io),
+                    other => InputError::Unsupported(format!("malformed csv: {other:?}")),
+                });
+            }
+        }
+        let cells: Vec<String> = record
+            .iter()
+            .map(|c| String::from_utf8_lossy(c).trim().to_owned())
+            .collect();
+        if cells.iter().any(|c| !c.is_empty()) {
+            picker.push(cells)?;
+        }
+    }
+}
+
+fn read_xlsx<R: Read + Seek, F>(reader: R, picker: &mut ColumnPicker<F>) -> Result<(), InputError>
+where
+    F: FnMut(String) -> Result<(), InputError>,
+{
+    let bad = |e: calamine::XlsxError| InputError::InvalidXlsx(e.to_string());
+    let mut book: Xlsx<R> = Xlsx::new(reader).map_err(bad)?;
+    let sheet = book
+        .sheet_names()
+        .first()
+        .cloned()
+        .ok_or_else(|| InputError::InvalidXlsx("the workbook has no worksheet".into()))?;
+    let mut cells = book.worksheet_cells_reader(&sheet).map_err(bad)?;
+    let mut row: Vec<String> = Vec::new();
+    let mut row_no: Option<u32> = None;
+    while let Some(cell) = cells.next_cell().map_err(bad)? {
+        let (r, c) = cell.get_position();
+        if row_no != Some(r) {
+            if row.iter().any(|c| !c.is_empty()) {
+                picker.push(std::mem::take(&mut row))?;
+            }
+            row.clear();
+            row_no = Some(r);
+        }
+        let c = c as usize;
+        if c > 1024 {
+            continue; // a number column is never that far right
+        }
+        if row.len() <= c {
+            row.resize(c + 1, String::new());
+        }
+        row[c] = cell_text(cell.get_value());
+    }
+    if row.iter().any(|c| !c.is_empty()) {
+        picker.push(row)?;
+    }
+    Ok(())
+}
+
+/// Text of an xlsx cell. Numeric cells lose a leading `+` or `0`; they come out as plain
+/// digits and the normaliser tries them both as national and as international numbers.
+fn cell_text(v: &DataRef<'_>) -> String {
+    match v {
+        DataRef::Int(i) => i.to_string(),
+        DataRef::Float(f) if f.fract() == 0.0 && f.abs() < 1e17 => format!("{f:.0}"),
+        DataRef::Float(f) => f.to_string(),
+        DataRef::String(s) | DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => {
+            s.trim().to_owned()
+        }
+        DataRef::SharedString(s) => s.trim().to_owned(),
+        DataRef::Bool(b) => b.to_string(),
+        DataRef::DateTime(d) => d.as_f64().to_string(),
+        DataRef::Error(e) => format!("#{e:?}"),
+        DataRef::Empty => String::new(),
+    }
+}
+
+/// Chooses the number column from the first records, skips a header row, then streams.
+struct ColumnPicker<F> {
+    txt: bool,
+    max_rows: u64,
+    emit: F,
+    buffered: Vec<Vec<String>>,
+    decided: Option<usize>,
+    summary: ReadSummary,
+}
+
+impl<F> ColumnPicker<F>
+where
+    F: FnMut(String) -> Result<(), InputError>,
+{
+    fn new(txt: bool, max_rows: u64, emit: F) -> Self {
+        Self {
+            txt,
+            max_rows,
+            emit,
+            buffered: Vec::new(),
+            decided: None,
+            summary: ReadSummary::default(),
+        }
+    }
+
+    fn push(&mut self, record: Vec<String>) -> Result<(), InputError> {
+        match self.decided {
+            Some(col) => self.emit_cell(&record, col),
+            None => {
+                self.buffered.push(record);
+                if self.buffered.len() >= SNIFF_RECORDS {
+                    self.decide()?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(mut self) -> Result<ReadSummary, InputError> {
+        if self.decided.is_none() {
+            self.decide()?;
+        }
+        Ok(self.summary)
+    }
+
+    fn decide(&mut self) -> Result<(), InputError> {
+        let records = std::mem::take(&mut self.buffered);
+        let (col, header) = choose_column(&records, self.txt);
+        self.decided = Some(col);
+        self.summary.column = col;
+        self.summary.header_skipped = header;
+        for record in records.iter().skip(usize::from(header)) {
+            self.emit_cell(record, col)?;
+        }
+        Ok(())
+    }
+
+    fn emit_cell(&mut self, record: &[String], col: usize) -> Result<(), InputError> {
+        let Some(cell) = record.get(col).filter(|c| !c.is_empty()) else {
+            return Ok(()); // a row without a number in the number column is not an input row
+        };
+        if self.summary.rows >= self.max_rows {
+            return Err(InputError::TooManyRows(self.max_rows));
+        }
+        self.summary.rows += 1;
+        let raw = if cell.chars().count() > MAX_RAW_CHARS {
+            cell.chars().take(MAX_RAW_CHARS).collect()
+        } else {
+            cell.clone()
+        };
+        (self.emit)(raw)
+    }
+}
+
+fn is_header_name(cell: &str) -> bool {
+    let lower = cell.trim().to_ascii_lowercase();
+    let compact: String = lower
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    HEADER_NAMES
+        .iter()
+        .any(|h| compact == *h || compact == format!("{h}number"))
+}
+
+/// Returns (column, whether the first record is a header).
+fn choose_column(records: &[Vec<String>], txt: bool) -> (usize, bool) {
+    let Some(first) = records.first() else {
+        return (0, false);
+    };
+    if let Some(col) = first.iter().position(|c| is_header_name(c)) {
+        return (col, true);
+    }
+    if txt {
+        return (0, false);
+    }
+    let body = if records.len() > 1 {
+        &records[1..]
+    } else {
+        records
+    };
+    let width = records.iter().map(Vec::len).max().unwrap_or(0);
+    let col = (0..width)
+        .find(|&c| {
+            let values: Vec<&String> = body
+                .iter()
+                .filter_map(|r| r.get(c))
+                .filter(|v| !v.is_empty())
+                .collect();
+            let phone = values.iter().filter(|v| looks_like_phone(v)).count();
+            !values.is_empty() && phone * 2 > values.len()
+        })
+        .unwrap_or(0);
+    let header = records.len() > 1
+        && first
+            .get(col)
+            .is_some_and(|c| !c.is_empty() && !looks_like_phone(c));
+    (col, header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn rows(data: &[u8], name: Option<&str>) -> (InputFormat, Vec<String>) {
+        let format = detect(data, name).unwrap();
+        let mut out = Vec::new();
+        read_rows(Cursor::new(data.to_vec()), format, u64::MAX, |r| {
+            out.push(r);
+            Ok(())
+        })
+        .unwrap();
+        (format, out)
+    }
+
+    #[test]
+    fn txt_lines_with_bom_crlf_and_blanks() {
+        let (f, r) = rows(
+            b"\xEF\xBB\xBF+41 79 828 46 51\r\n\r\n  0041798284652 \r\nhello\n",
+            Some("a.txt"),
+        );
+        assert_eq!(f, InputFormat::Txt);
+        assert_eq!(r, vec!["+41 79 828 46 51", "0041798284652", "hello"]);
+    }
+
+    #[test]
+    fn txt_header_word_is_not_a_row() {
+        let (_, r) = rows(b"Phone\n+41798284651\n", None);
+        assert_eq!(r, vec!["+41798284651"]);
+    }
+
+    #[test]
+    fn csv_picks_named_column_and_handles_quotes() {
+        let data = b"name,Mobile,city\r\n\"Doe, Jane\",\"+41 79 828 46 51\",Bern\r\nBob,0798284652,\"Z\"\"urich\"\r\n";
+        let (f, r) = rows(data, Some("x.csv"));
+        assert_eq!(f, InputFormat::Csv { delimiter: b',' });
+        assert_eq!(r, vec!["+41 79 828 46 51", "0798284652"]);
+    }
+
+    #[test]
+    fn csv_without_named_header_picks_phone_like_column() {
+        let data = b"id;contact;note\n1;+41798284651;a\n2;+41798284652;b\n3;+41798284653;c\n";
+        let (f, r) = rows(data, None);
+        assert_eq!(f, InputFormat::Csv { delimiter: b';' });
+        assert_eq!(r, vec!["+41798284651", "+41798284652", "+41798284653"]);
+    }
+
+    #[test]
+    fn csv_without_header_keeps_first_row() {
+        let data = b"+41798284651,a\n+41798284652,b\n";
+        let (_, r) = rows(data, None);
+        assert_eq!(r, vec!["+41798284651", "+41798284652"]);
+    }
+
+    #[test]
+    fn binary_and_fake_xlsx_are_refused() {
+        assert!(matches!(
+            detect(b"\x00\x01\x02garbage", None),
+            Err(InputError::Unsupported(_))
+        ));
+        assert!(matches!(
+            detect(b"+41798284651\n", Some("x.xlsx")),
+            Err(InputError::InvalidXlsx(_))
+        ));
+        let junk: Vec<u8> = (0..4096u32)
+            .map(|i| (i * 7919 % 251) as u8 | 0x80)
+            .collect();
+        assert!(detect(&junk, None).is_err());
+        let zip_junk = b"PK\x03\x04not really a zip";
+        assert_eq!(detect(zip_junk, None).unwrap(), InputFormat::Xlsx);
+        let err = read_rows(
+            Cursor::new(zip_junk.to_vec()),
+            InputFormat::Xlsx,
+            10,
+            |_| Ok(()),
+        );
+        assert!(matches!(err, Err(InputError::InvalidXlsx(_))));
+    }
+
+    #[test]
+    fn row_limit_is_enforced() {
+        let err = read_rows(
+            Cursor::new(b"1\n2\n3\n".to_vec()),
+            InputFormat::Txt,
+            2,
+            |_| Ok(()),
+        );
+        assert!(matches!(err, Err(InputError::TooManyRows(2))));
+    }
+
+    #[test]
+    fn long_cells_are_cut() {
+        let long = "9".repeat(10_000);
+        let (_, r) = rows(long.as_bytes(), None);
+        assert_eq!(r[0].len(), MAX_RAW_CHARS);
+    }
+}

@@ -1,0 +1,13 @@
+//! Domain types of wacheck: phone numbers, tasks, check outcomes, and the readers that turn an
+//! uploaded file into input rows. Pure logic and `std::io` only: no async runtime, database,
+//! HTTP or storage code lives here.
+
+pub mod input;
+pub mod number;
+pub mod outcome;
+pub mod sanitize;
+pub mod task;
+
+pub use number::{E164, Normalizer, NumberError};
+pub use outcome::{Outcome, WhatsApp};
+pub use task::{ResultFormat, TaskId, TaskKind, TaskStatus};

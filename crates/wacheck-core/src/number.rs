@@ -1,0 +1,227 @@
+//! Phone numbers: parse-don't-validate. An [`E164`] exists only for a valid number.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rlibphonenumber::{PhoneNumber, PhoneNumberFormat, Region};
+
+/// A valid phone number in E.164 form (`+` followed by 8 to 15 digits).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct E164(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NumberError {
+    #[error("`{0}` is not an ISO 3166 alpha-2 region code")]
+    UnknownRegion(String),
+}
+
+impl E164 {
+    /// Accepts only a string that already is canonical E.164 (as stored by wacheck itself).
+    pub fn from_canonical(s: &str) -> Option<Self> {
+        let digits = s.strip_prefix('+')?;
+        let ok = (8..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0');
+        ok.then(|| E164(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The digits without the `+`, as WhatsApp backends want them.
+    pub fn digits(&self) -> &str {
+        &self.0[1..]
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for E164 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for E164 {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Turns what people write into E.164, the way a libphonenumber-grade parser does.
+///
+/// Rules: a leading `+` or `00` makes the number international. Otherwise, with a default
+/// region the number is read as a national number of that region first; if that is not valid
+/// (or there is no region), the digits are tried as an international number written without
+/// its `+` (the common `41791234567` form).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Normalizer {
+    region: Option<Region>,
+}
+
+impl Normalizer {
+    pub fn new(default_region: Option<&str>) -> Result<Self, NumberError> {
+        let region = match default_region.map(str::trim).filter(|r| !r.is_empty()) {
+            None => None,
+            Some(code) => {
+                let upper = code.to_ascii_uppercase();
+                if upper.len() != 2 {
+                    return Err(NumberError::UnknownRegion(code.to_owned()));
+                }
+                Some(
+                    Region::from_str(&upper)
+                        .map_err(|_| NumberError::UnknownRegion(code.to_owned()))?,
+                )
+            }
+        };
+        Ok(Self { region })
+    }
+
+    pub fn has_region(&self) -> bool {
+        self.region.is_some()
+    }
+
+    /// Normalises one raw cell; `None` means "not a valid phone number".
+    pub fn normalize(&self, raw: &str) -> Option<E164> {
+        let cleaned = clean(raw)?;
+        if let Some(intl) = cleaned.strip_prefix('+') {
+            return parse_valid(&format!("+{intl}"), None);
+        }
+        if let Some(region) = self.region
+            && let Some(n) = parse_valid(&cleaned, Some(region))
+        {
+            return Some(n);
+        }
+        parse_valid(&format!("+{cleaned}"), None)
+    }
+}
+
+/// Keeps digits and one leading `+`; maps a leading `00` to `+`. Rejects letters and anything
+/// that is not punctuation people put into phone numbers.
+fn clean(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    if raw.is_empty() || raw.len() > 64 {
+        return None;
+    }
+    let mut out = String::with_capacity(raw.len());
+    for (i, c) in raw.chars().enumerate() {
+        match c {
+            '0'..='9' => out.push(c),
+            '+' if i == 0 => out.push('+'),
+            ' ' | '-' | '(' | ')' | '.' | '/' | '\u{a0}' | '\t' => {}
+            _ => return None,
+        }
+    }
+    if let Some(rest) = out.strip_prefix("00") {
+        out = format!("+{rest}");
+    }
+    let digits = out.trim_start_matches('+').len();
+    (4..=17).contains(&digits).then_some(out)
+}
+
+fn parse_valid(s: &str, region: Option<Region>) -> Option<E164> {
+    let n = PhoneNumber::parse(s, region).ok()?;
+    if !n.is_valid() {
+        return None;
+    }
+    Some(E164(n.format_as(PhoneNumberFormat::E164).into_owned()))
+}
+
+/// Whether a cell looks like a phone number (used to pick a column and to spot a header row).
+pub fn looks_like_phone(raw: &str) -> bool {
+    let raw = raw.trim();
+    let mut digits = 0;
+    for (i, c) in raw.chars().enumerate() {
+        match c {
+            '0'..='9' => digits += 1,
+            '+' if i == 0 => {}
+            ' ' | '-' | '(' | ')' | '.' | '/' => {}
+            _ => return false,
+        }
+    }
+    (6..=17).contains(&digits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(region: Option<&str>, raw: &str) -> Option<String> {
+        Normalizer::new(region)
+            .unwrap()
+            .normalize(raw)
+            .map(E164::into_string)
+    }
+
+    #[test]
+    fn international_forms_normalise_to_e164() {
+        assert_eq!(n(None, "+41 79 828 46 51").as_deref(), Some("+41798284651"));
+        assert_eq!(
+            n(None, "0041 (79) 828-46-51").as_deref(),
+            Some("+41798284651")
+        );
+        assert_eq!(n(None, "41798284651").as_deref(), Some("+41798284651"));
+        assert_eq!(
+            n(None, "+1 (415) 555-2671").as_deref(),
+            Some("+14155552671")
+        );
+    }
+
+    #[test]
+    fn national_numbers_need_a_region() {
+        assert_eq!(
+            n(Some("ch"), "079 828 46 51").as_deref(),
+            Some("+41798284651")
+        );
+        assert_eq!(n(Some("CH"), "798284651").as_deref(), Some("+41798284651"));
+        assert_eq!(n(None, "079 828 46 51"), None);
+        // A region never stops an explicit international number.
+        assert_eq!(
+            n(Some("DE"), "+41798284651").as_deref(),
+            Some("+41798284651")
+        );
+    }
+
+    #[test]
+    fn junk_is_not_a_number() {
+        for junk in [
+            "",
+            "   ",
+            "hello",
+            "12",
+            "+41 79 abc",
+            "=1+2",
+            "++41798284651",
+            "+999999999999",
+        ] {
+            assert_eq!(n(Some("CH"), junk), None, "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_region_is_an_error() {
+        assert!(Normalizer::new(Some("XX")).is_err());
+        assert!(Normalizer::new(Some("CHE")).is_err());
+        assert!(Normalizer::new(Some("")).unwrap().region.is_none());
+    }
+
+    #[test]
+    fn canonical_round_trip() {
+        let e = n(None, "+41798284651").unwrap();
+        assert_eq!(E164::from_canonical(&e).unwrap().as_str(), e);
+        assert!(E164::from_canonical("41798284651").is_none());
+        assert!(E164::from_canonical("+4179x").is_none());
+    }
+
+    #[test]
+    fn phone_like_cells() {
+        assert!(looks_like_phone("+41 79 828 46 51"));
+        assert!(looks_like_phone("(415) 555-2671"));
+        assert!(!looks_like_phone("phone"));
+        assert!(!looks_like_phone("2024-01-01T00:00"));
+        assert!(!looks_like_phone("123"));
+    }
+}

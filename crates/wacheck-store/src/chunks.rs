@@ -1,0 +1,395 @@
+//! The work of a task: chunks of distinct numbers, their leases, results, and the task's
+//! progress through pending -> processing -> completed -> exported.
+//!
+//! Idempotency: a number's outcome is written only while it is NULL, and counters grow by the
+//! rows of exactly those numbers; a chunk is finished only once. Running any of these twice
+//! changes nothing.
+
+use chrono::NaiveDate;
+use futures::{Stream, StreamExt};
+use sqlx::{PgPool, Row};
+use wacheck_core::{E164, Outcome, TaskId, WhatsApp};
+
+use crate::{Result, StoreError};
+
+/// What the caller has to push to the queue after a state change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pushes {
+    pub chunks: Vec<(TaskId, i32)>,
+    pub exports: Vec<TaskId>,
+}
+
+impl Pushes {
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty() && self.exports.is_empty()
+    }
+
+    pub fn extend(&mut self, other: Pushes) {
+        self.chunks.extend(other.chunks);
+        self.exports.extend(other.exports);
+    }
+}
+
+fn parse_id(s: &str) -> Result<TaskId> {
+    s.parse()
+        .map_err(|_| StoreError::Corrupt(format!("task id `{s}`")))
+}
+
+/// Moves a task forward: keeps up to `window` of its chunks queued, and once every chunk is
+/// done marks it completed and asks for its export. Safe to call any time, from anywhere.
+pub async fn advance(pool: &PgPool, task: TaskId, window: u32) -> Result<Pushes> {
+    let id = task.to_string();
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(
+        "SELECT status, chunk_count, chunks_done, export_enqueued_at IS NULL AS no_export \
+         FROM tasks WHERE id = $1 FOR UPDATE",
+    )
+    .bind(&id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(Pushes::default());
+    };
+    let status: String = row.try_get("status")?;
+    let chunk_count: i32 = row.try_get("chunk_count")?;
+    let chunks_done: i32 = row.try_get("chunks_done")?;
+    let no_export: bool = row.try_get("no_export")?;
+    let mut pushes = Pushes::default();
+    match status.as_str() {
+        "pending" | "processing" if chunks_done >= chunk_count => {
+            start(&mut tx, &id).await?;
+            sqlx::query(
+                "UPDATE tasks SET status = 'completed', completed_at = now(), updated_at = now(), \
+                 export_enqueued_at = now() WHERE id = $1",
+            )
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+            pushes.exports.push(task);
+        }
+        "pending" | "processing" => {
+            let chunks: Vec<i32> = sqlx::query_scalar(
+                "WITH free AS ( \
+                   SELECT GREATEST(0, $2 - count(*)) AS n FROM task_chunks \
+                   WHERE task_id = $1 AND done_at IS NULL AND enqueued_at IS NOT NULL) \
+                 UPDATE task_chunks SET enqueued_at = now() \
+                 WHERE task_id = $1 AND chunk_no IN ( \
+                   SELECT chunk_no FROM task_chunks WHERE task_id = $1 AND done_at IS NULL \
+                   AND enqueued_at IS NULL ORDER BY chunk_no LIMIT (SELECT n FROM free)) \
+                 RETURNING chunk_no",
+            )
+            .bind(&id)
+            .bind(window as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+            pushes.chunks.extend(chunks.into_iter().map(|c| (task, c)));
+        }
+        "completed" if no_export => {
+            sqlx::query("UPDATE tasks SET export_enqueued_at = now() WHERE id = $1")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            pushes.exports.push(task);
+        }
+        _ => {}
+    }
+    tx.commit().await?;
+    Ok(pushes)
+}
+
+/// pending -> processing; invalid rows are counted as failures at that moment.
+async fn start(conn: &mut sqlx::PgConnection, id: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE tasks SET status = 'processing', failure = failure + invalid, updated_at = now() \
+         WHERE id = $1 AND status = 'pending'",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A claimed chunk: the numbers of it that still have no outcome.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub kind: wacheck_core::TaskKind,
+    pub numbers: Vec<(i32, E164)>,
+}
+
+/// Takes the lease of a chunk for `owner`. `None` when the chunk is done, its task is gone or
+/// another live worker holds it.
+pub async fn claim(
+    pool: &PgPool,
+    task: TaskId,
+    chunk: i32,
+    owner: &str,
+    lease: std::time::Duration,
+) -> Result<Option<Claim>> {
+    let id = task.to_string();
+    let mut tx = pool.begin().await?;
+    let claimed = sqlx::query(
+        "UPDATE task_chunks c SET leased_until = now() + make_interval(secs => $3), \
+           lease_owner = $4, attempts = attempts + 1 \
+         FROM tasks t \
+         WHERE c.task_id = $1 AND c.chunk_no = $2 AND t.id = c.task_id \
+           AND t.status IN ('pending', 'processing') AND c.done_at IS NULL \
+           AND (c.leased_until IS NULL OR c.leased_until < now() OR c.lease_owner = $4) \
+         RETURNING t.kind, t.chunk_size",
+    )
+    .bind(&id)
+    .bind(chunk)
+    .bind(lease.as_secs_f64())
+    .bind(owner)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(claimed) = claimed else {
+        return Ok(None);
+    };
+    let kind: String = claimed.try_get("kind")?;
+    let size: i32 = claimed.try_get("chunk_size")?;
+    start(&mut tx, &id).await?;
+    let rows: Vec<(i32, String)> = sqlx::query_as(
+        "SELECT num_idx, e164 FROM task_numbers WHERE task_id = $1 \
+         AND num_idx >= $2 AND num_idx < $3 AND outcome IS NULL ORDER BY num_idx",
+    )
+    .bind(&id)
+    .bind(chunk * size)
+    .bind((chunk + 1) * size)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let numbers = rows
+        .into_iter()
+        .map(|(i, e)| {
+            E164::from_canonical(&e)
+                .map(|n| (i, n))
+                .ok_or_else(|| StoreError::Corrupt(format!("stored number `{e}`")))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Some(Claim {
+        kind: kind
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("kind `{kind}`")))?,
+        numbers,
+    }))
+}
+
+/// Extends a lease this owner holds; false when it lost it.
+pub async fn renew(
+    pool: &PgPool,
+    task: TaskId,
+    chunk: i32,
+    owner: &str,
+    lease: std::time::Duration,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE task_chunks SET leased_until = now() + make_interval(secs => $3) \
+         WHERE task_id = $1 AND chunk_no = $2 AND lease_owner = $4 AND done_at IS NULL",
+    )
+    .bind(task.to_string())
+    .bind(chunk)
+    .bind(lease.as_secs_f64())
+    .bind(owner)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Stores outcomes of numbers that have none yet and grows the task's counters by the rows of
+/// exactly those numbers. Returns how many numbers got their outcome now.
+pub async fn store_outcomes(
+    pool: &PgPool,
+    task: TaskId,
+    results: &[(i32, Outcome)],
+) -> Result<u64> {
+    if results.is_empty() {
+        return Ok(0);
+    }
+    let n = results.len();
+    let mut idx = Vec::with_capacity(n);
+    let mut outcome = Vec::with_capacity(n);
+    let mut reason = Vec::with_capacity(n);
+    let mut jid = Vec::with_capacity(n);
+    let mut lid = Vec::with_capacity(n);
+    let mut business = Vec::with_capacity(n);
+    let mut signature = Vec::with_capacity(n);
+    let mut status_update: Vec<Option<NaiveDate>> = Vec::with_capacity(n);
+    for (i, o) in results {
+        let w = o.whatsapp.unwrap_or(WhatsApp::Unknown);
+        let w = if w == WhatsApp::Invalid {
+            WhatsApp::Unknown
+        } else {
+            w
+        };
+        idx.push(*i);
+        outcome.push(w.as_str());
+        reason.push(o.reason.clone());
+        jid.push(o.jid.clone());
+        lid.push(o.lid.clone());
+        business.push(o.business);
+        signature.push(o.signature.clone());
+        status_update.push(o.status_update);
+    }
+    let updated: i64 = sqlx::query_scalar(
+        "WITH v AS ( \
+           SELECT * FROM UNNEST($2::int[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                                $7::bool[], $8::text[], $9::date[]) \
+             AS v(num_idx, outcome, reason, jid, lid, business, signature, status_update)), \
+         upd AS ( \
+           UPDATE task_numbers n SET outcome = v.outcome, reason = v.reason, jid = v.jid, \
+             lid = v.lid, business = v.business, signature = v.signature, \
+             status_update = v.status_update, checked_at = now() \
+           FROM v WHERE n.task_id = $1 AND n.num_idx = v.num_idx AND n.outcome IS NULL \
+           RETURNING n.rows, n.outcome), \
+         sums AS ( \
+           SELECT count(*) AS numbers, \
+             coalesce(sum(rows) FILTER (WHERE outcome IN ('yes', 'no')), 0) AS ok, \
+             coalesce(sum(rows) FILTER (WHERE outcome = 'unknown'), 0) AS bad FROM upd), \
+         t AS ( \
+           UPDATE tasks SET success = success + sums.ok, failure = failure + sums.bad, \
+             updated_at = now() FROM sums WHERE id = $1 AND sums.numbers > 0) \
+         SELECT numbers FROM sums",
+    )
+    .bind(task.to_string())
+    .bind(&idx)
+    .bind(&outcome)
+    .bind(&reason)
+    .bind(&jid)
+    .bind(&lid)
+    .bind(&business)
+    .bind(&signature)
+    .bind(&status_update)
+    .fetch_one(pool)
+    .await?;
+    Ok(updated as u64)
+}
+
+/// Marks a chunk done (once) and moves the task forward.
+pub async fn finish(pool: &PgPool, task: TaskId, chunk: i32, window: u32) -> Result<Pushes> {
+    let id = task.to_string();
+    let mut tx = pool.begin().await?;
+    let open: Option<i64> = sqlx::query_scalar(
+        "SELECT count(*) FROM task_numbers n JOIN tasks t ON t.id = n.task_id \
+         WHERE n.task_id = $1 AND n.num_idx >= $2 * t.chunk_size \
+         AND n.num_idx < ($2 + 1) * t.chunk_size AND n.outcome IS NULL",
+    )
+    .bind(&id)
+    .bind(chunk)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if open.unwrap_or(0) > 0 {
+        return Err(StoreError::Corrupt(format!(
+            "chunk {chunk} of {task} finished with numbers unchecked"
+        )));
+    }
+    let done = sqlx::query(
+        "UPDATE task_chunks SET done_at = now(), leased_until = NULL \
+         WHERE task_id = $1 AND chunk_no = $2 AND done_at IS NULL",
+    )
+    .bind(&id)
+    .bind(chunk)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() == 1 {
+        sqlx::query(
+            "UPDATE tasks SET chunks_done = chunks_done + 1, updated_at = now() WHERE id = $1",
+        )
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    advance(pool, task, window).await
+}
+
+/// Re-pushes work that has no live job: queued chunks nobody took within `requeue_after`,
+/// leases that ran out, and exports asked for longer than `requeue_after` ago. Also fills the
+/// window of every unfinished task (a lost push after ingest).
+pub async fn reconcile(
+    pool: &PgPool,
+    requeue_after: std::time::Duration,
+    window: u32,
+) -> Result<Pushes> {
+    let secs = requeue_after.as_secs_f64();
+    let mut pushes = Pushes::default();
+    let stale: Vec<(String, i32)> = sqlx::query_as(
+        "UPDATE task_chunks c SET enqueued_at = now() FROM tasks t \
+         WHERE t.id = c.task_id AND t.status IN ('pending', 'processing') AND c.done_at IS NULL \
+           AND c.enqueued_at IS NOT NULL \
+           AND ((c.leased_until IS NULL AND c.enqueued_at < now() - make_interval(secs => $1)) \
+                OR c.leased_until < now()) \
+         RETURNING c.task_id, c.chunk_no",
+    )
+    .bind(secs)
+    .fetch_all(pool)
+    .await?;
+    for (t, c) in stale {
+        pushes.chunks.push((parse_id(&t)?, c));
+    }
+    let exports: Vec<String> = sqlx::query_scalar(
+        "UPDATE tasks SET export_enqueued_at = now() WHERE status = 'completed' \
+         AND export_enqueued_at < now() - make_interval(secs => $1) RETURNING id",
+    )
+    .bind(secs)
+    .fetch_all(pool)
+    .await?;
+    for t in exports {
+        pushes.exports.push(parse_id(&t)?);
+    }
+    let unfinished: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM tasks WHERE status IN ('pending', 'processing', 'completed') ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await?;
+    for t in unfinished {
+        pushes.extend(advance(pool, parse_id(&t)?, window).await?);
+    }
+    Ok(pushes)
+}
+
+/// One row of a result file, in input order.
+#[derive(Debug, Clone)]
+pub struct ResultRow {
+    pub raw: Option<String>,
+    pub e164: Option<String>,
+    pub outcome: Option<String>,
+    pub signature: Option<String>,
+    pub status_update: Option<NaiveDate>,
+    pub business: Option<bool>,
+}
+
+/// Streams a task's rows joined with their numbers' outcomes, in input order.
+pub fn result_rows(pool: &PgPool, task: TaskId) -> impl Stream<Item = Result<ResultRow>> + '_ {
+    sqlx::query(
+        "SELECT r.raw, n.e164, n.outcome, n.signature, n.status_update, n.business \
+         FROM task_rows r LEFT JOIN task_numbers n \
+           ON n.task_id = r.task_id AND n.num_idx = r.num_idx \
+         WHERE r.task_id = $1 ORDER BY r.row_no",
+    )
+    .bind(task.to_string())
+    .fetch(pool)
+    .map(|row| {
+        let row = row?;
+        Ok(ResultRow {
+            raw: row.try_get(0)?,
+            e164: row.try_get(1)?,
+            outcome: row.try_get(2)?,
+            signature: row.try_get(3)?,
+            status_update: row.try_get(4)?,
+            business: row.try_get(5)?,
+        })
+    })
+}
+
+/// completed -> exported, recording where the file is. False when it was not `completed`.
+pub async fn mark_exported(pool: &PgPool, task: TaskId, key: &str) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE tasks SET status = 'exported', result_key = $2, exported_at = now(), \
+         updated_at = now() WHERE id = $1 AND status = 'completed'",
+    )
+    .bind(task.to_string())
+    .bind(key)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}

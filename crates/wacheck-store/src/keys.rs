@@ -1,0 +1,63 @@
+//! Users and API keys. Keys are random (160 bits), shown once, stored as SHA-256.
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+use crate::Result;
+
+/// The visible part of every key; the rest is secret.
+pub const KEY_PREFIX: &str = "wck_";
+
+pub fn hash_key(key: &str) -> Vec<u8> {
+    Sha256::digest(key.as_bytes()).to_vec()
+}
+
+/// Creates the user if missing and a new key for it; returns the plaintext key.
+pub async fn create(pool: &PgPool, user_id: &str) -> Result<String> {
+    let mut secret = [0u8; 20];
+    rand::rng().fill_bytes(&mut secret);
+    let key = format!("{KEY_PREFIX}{}", hex::encode(secret));
+    let mut tx = pool.begin().await?;
+    sqlx::query("INSERT INTO users (id) VALUES ($1) ON CONFLICT (id) DO NOTHING")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("INSERT INTO api_keys (id, user_id, prefix, key_hash) VALUES ($1, $2, $3, $4)")
+        .bind(ulid::Ulid::generate().to_string())
+        .bind(user_id)
+        .bind(&key[..KEY_PREFIX.len() + 8])
+        .bind(hash_key(&key))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(key)
+}
+
+/// The user a live key belongs to.
+pub async fn authenticate(pool: &PgPool, key: &str) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE api_keys SET last_used_at = now() \
+         WHERE key_hash = $1 AND revoked_at IS NULL RETURNING user_id",
+    )
+    .bind(hash_key(key))
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// A random secret shared by every process of this deployment, made on first use.
+pub async fn shared_secret(pool: &PgPool, name: &str) -> Result<String> {
+    let mut fresh = [0u8; 32];
+    rand::rng().fill_bytes(&mut fresh);
+    sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+        .bind(name)
+        .bind(hex::encode(fresh))
+        .execute(pool)
+        .await?;
+    Ok(
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(name)
+            .fetch_one(pool)
+            .await?,
+    )
+}

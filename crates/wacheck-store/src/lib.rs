@@ -1,0 +1,40 @@
+//! Postgres repositories of wacheck. The only crate that speaks SQL.
+//!
+//! Functions take a `&PgPool` or `&mut PgConnection` and return domain values. Every write that
+//! workers repeat (storing results, finishing a chunk) is guarded so that running it twice
+//! changes nothing.
+
+pub mod chunks;
+pub mod copy;
+pub mod keys;
+pub mod tasks;
+
+pub use sqlx::PgPool;
+
+/// The schema, from `migrations/`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Connects a pool. `max` connections; connections are made lazily and re-made after a
+/// server restart.
+pub async fn connect(url: &str, max: u32) -> Result<PgPool> {
+    let opts: sqlx::postgres::PgConnectOptions = url.parse()?;
+    let opts = opts.application_name("wacheck");
+    Ok(sqlx::postgres::PgPoolOptions::new()
+        .max_connections(max)
+        .min_connections(0)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .idle_timeout(Some(std::time::Duration::from_secs(300)))
+        .test_before_acquire(true)
+        .connect_with(opts)
+        .await?)
+}

@@ -1,0 +1,201 @@
+//! Result files: one row per input row, in input order, streamed from Postgres into a
+//! constant-memory xlsx or a csv, then stored.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use futures::StreamExt;
+use rust_xlsxwriter::{Workbook, Worksheet};
+use tokio::sync::mpsc;
+use wacheck_core::sanitize::neutralize_formula;
+use wacheck_core::{ResultFormat, TaskId, TaskKind, TaskStatus};
+use wacheck_store::chunks::{self, ResultRow};
+use wacheck_store::tasks;
+
+use crate::pipeline::Pipeline;
+
+/// Data rows per xlsx sheet (the format's 1,048,576 rows, less the header).
+pub const XLSX_ROWS_PER_SHEET: u32 = 1_048_575;
+const BATCH: usize = 2_000;
+
+pub fn header(kind: TaskKind) -> &'static [&'static str] {
+    match kind {
+        TaskKind::Simple => &["Number", "whatsapp"],
+        TaskKind::Detail => &[
+            "Number",
+            "whatsapp",
+            "signature",
+            "status_update",
+            "business",
+        ],
+    }
+}
+
+/// The cells of one result row. Text that came from outside (raw input, about text) is
+/// defused so that it never becomes a formula.
+pub fn cells(kind: TaskKind, row: &ResultRow) -> Vec<String> {
+    let (number, whatsapp) = match (&row.e164, &row.outcome) {
+        (Some(e164), Some(outcome)) => (e164.clone(), outcome.clone()),
+        (Some(e164), None) => (e164.clone(), "unknown".to_owned()),
+        (None, _) => (
+            neutralize_formula(row.raw.as_deref().unwrap_or_default()).into_owned(),
+            "invalid".to_owned(),
+        ),
+    };
+    let mut out = vec![number, whatsapp];
+    if kind == TaskKind::Detail {
+        let yes = out[1] == "yes";
+        let sig = row
+            .signature
+            .as_deref()
+            .filter(|_| yes)
+            .map(neutralize_formula);
+        out.push(sig.map(|s| s.into_owned()).unwrap_or_default());
+        out.push(
+            row.status_update
+                .filter(|_| yes)
+                .map(|d| d.format("%Y-%m-%d").to_string())
+                .unwrap_or_default(),
+        );
+        out.push(match row.business.filter(|_| yes) {
+            Some(true) => "yes".into(),
+            Some(false) => "no".into(),
+            None => String::new(),
+        });
+    }
+    out
+}
+
+/// Writes rows arriving on `rx` to `path`; runs on a blocking thread.
+pub fn write_file(
+    path: &Path,
+    format: ResultFormat,
+    kind: TaskKind,
+    mut rx: mpsc::Receiver<Vec<ResultRow>>,
+) -> anyhow::Result<u64> {
+    match format {
+        ResultFormat::Csv => {
+            let file = std::fs::File::create(path)?;
+            let mut w = csv::Writer::from_writer(std::io::BufWriter::with_capacity(1 << 16, file));
+            w.write_record(header(kind))?;
+            let mut n = 0;
+            while let Some(batch) = rx.blocking_recv() {
+                for row in &batch {
+                    w.write_record(cells(kind, row))?;
+                    n += 1;
+                }
+            }
+            w.into_inner()
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .flush()?;
+            Ok(n)
+        }
+        ResultFormat::Xlsx => write_xlsx(path, kind, &mut rx, XLSX_ROWS_PER_SHEET),
+    }
+}
+
+fn new_sheet(book: &mut Workbook, kind: TaskKind) -> anyhow::Result<&mut Worksheet> {
+    let sheet = book.add_worksheet_with_constant_memory()?;
+    for (c, h) in header(kind).iter().enumerate() {
+        sheet.write_string(0, c as u16, *h)?;
+    }
+    Ok(sheet)
+}
+
+/// xlsx in constant-memory mode; past `rows_per_sheet` data rows a new sheet begins.
+pub fn write_xlsx(
+    path: &Path,
+    kind: TaskKind,
+    rx: &mut mpsc::Receiver<Vec<ResultRow>>,
+    rows_per_sheet: u32,
+) -> anyhow::Result<u64> {
+    let mut book = Workbook::new();
+    new_sheet(&mut book, kind)?;
+    let mut sheet_index = 0;
+    let mut row_in_sheet: u32 = 0;
+    let mut n = 0u64;
+    while let Some(batch) = rx.blocking_recv() {
+        for row in &batch {
+            if row_in_sheet == rows_per_sheet {
+                new_sheet(&mut book, kind)?;
+                sheet_index += 1;
+                row_in_sheet = 0;
+            }
+            row_in_sheet += 1;
+            let sheet = book.worksheet_from_index(sheet_index)?;
+            for (c, v) in cells(kind, row).iter().enumerate() {
+                if !v.is_empty() {
+                    sheet.write_string(row_in_sheet, c as u16, v)?;
+                }
+            }
+            n += 1;
+        }
+    }
+    book.save(path)?;
+    Ok(n)
+}
+
+pub fn result_key(task: TaskId, format: ResultFormat) -> String {
+    format!("results/{task}.{}", format.extension())
+}
+
+/// Builds the result file of a completed task, stores it, and marks the task exported.
+/// Running it twice writes the same object again and changes nothing else.
+pub async fn export_task(p: &Pipeline, task: TaskId) -> anyhow::Result<()> {
+    let Some(record) = tasks::get(&p.pool, task).await? else {
+        return Ok(());
+    };
+    if record.status != TaskStatus::Completed {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let path = dir
+        .path()
+        .join(format!("result.{}", record.result_format.extension()));
+    let (tx, rx) = mpsc::channel::<Vec<ResultRow>>(4);
+    let writer_path = path.clone();
+    let (format, kind) = (record.result_format, record.kind);
+    let writer = tokio::task::spawn_blocking(move || write_file(&writer_path, format, kind, rx));
+
+    let mut rows = chunks::result_rows(&p.pool, task);
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut streamed = Ok(());
+    while let Some(row) = rows.next().await {
+        match row {
+            Ok(row) => batch.push(row),
+            Err(e) => {
+                streamed = Err(e);
+                break;
+            }
+        }
+        if batch.len() == BATCH
+            && tx
+                .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                .await
+                .is_err()
+        {
+            break;
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(batch).await;
+    }
+    drop(tx);
+    drop(rows);
+    let written = writer.await.context("export writer panicked")??;
+    streamed.context("reading result rows")?;
+    anyhow::ensure!(
+        written == record.total as u64,
+        "export wrote {written} rows for a task of {} rows",
+        record.total
+    );
+    let key = result_key(task, record.result_format);
+    p.blob
+        .put_file(&key, &path, record.result_format.content_type())
+        .await
+        .context("storing the result file")?;
+    chunks::mark_exported(&p.pool, task, &key).await?;
+    tracing::info!(rows = written, key, "exported");
+    Ok(())
+}

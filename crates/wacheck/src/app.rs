@@ -1,0 +1,173 @@
+//! Assembles the service from its parts: database, queue, storage, accounts, API, worker.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix_web::{App as HttpApp, HttpServer, web};
+use anyhow::Context;
+use secrecy::SecretString;
+use wacheck_api::AppState;
+use wacheck_backends::simulated::SimulatedBackend;
+use wacheck_blob::{BlobStore, LocalStore, S3Store};
+use wacheck_worker::{Account, Accounts, Pipeline, Queue, WorkerHandle, spawn_worker};
+
+use crate::config::Config;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// API and worker in one process.
+    All,
+    Api,
+    Worker,
+}
+
+/// A running service.
+pub struct App {
+    /// Where the API listens (when it runs).
+    pub addr: Option<SocketAddr>,
+    /// The simulated backend, when it is in use (tests read its call counters).
+    pub simulated: Option<Arc<SimulatedBackend>>,
+    pub pool: sqlx::PgPool,
+    pub queue: Queue,
+    pub blob: Arc<dyn BlobStore>,
+    server: Option<(
+        actix_web::dev::ServerHandle,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    )>,
+    worker: Option<WorkerHandle>,
+}
+
+/// A unique worker name: host, pid and a ULID.
+fn worker_name() -> String {
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "host".into());
+    format!("{host}-{}-{}", std::process::id(), ulid::Ulid::generate())
+}
+
+pub async fn open_blob(config: &Config, pool: &sqlx::PgPool) -> anyhow::Result<Arc<dyn BlobStore>> {
+    Ok(match &config.s3 {
+        Some(s3) => {
+            let store = S3Store::new(s3);
+            if let Err(e) = store.ensure_bucket().await {
+                tracing::warn!("bucket check failed (exports retry until storage answers): {e}");
+            }
+            Arc::new(store)
+        }
+        None => {
+            let secret = wacheck_store::keys::shared_secret(pool, "link_secret").await?;
+            Arc::new(
+                LocalStore::new(
+                    &config.local_dir,
+                    &config.public_url(),
+                    SecretString::from(secret),
+                )
+                .with_context(|| format!("creating {}", config.local_dir.display()))?,
+            )
+        }
+    })
+}
+
+impl App {
+    pub async fn start(config: Config, role: Role) -> anyhow::Result<App> {
+        let pool = wacheck_store::connect(&config.database_url, config.db_max_connections)
+            .await
+            .context("connecting to Postgres")?;
+        wacheck_store::MIGRATOR
+            .run(&pool)
+            .await
+            .context("applying migrations")?;
+        let queue = Queue::connect(
+            &config.redis_url,
+            &config.redis_prefix,
+            config.pipeline.concurrency,
+        )
+        .await
+        .context("connecting to Redis")?;
+        let blob = open_blob(&config, &pool).await?;
+
+        let sim = Arc::new(SimulatedBackend::new(config.sim.clone()));
+        let accounts = Arc::new(Accounts::new(vec![Account::new(
+            "simulated",
+            sim.clone(),
+            config.rate,
+        )]));
+        if accounts.any_simulated() {
+            tracing::warn!(
+                "RESULTS ARE SIMULATED: no WhatsApp account is configured; answers follow a fixed rule \
+                 ({}% on WhatsApp)",
+                config.sim.registered_percent
+            );
+        }
+
+        let worker = matches!(role, Role::All | Role::Worker).then(|| {
+            spawn_worker(Arc::new(Pipeline {
+                pool: pool.clone(),
+                queue: queue.clone(),
+                blob: blob.clone(),
+                accounts: accounts.clone(),
+                settings: config.pipeline.clone(),
+                owner: worker_name(),
+            }))
+        });
+
+        let mut addr = None;
+        let mut server = None;
+        if matches!(role, Role::All | Role::Api) {
+            let state = AppState {
+                pool: pool.clone(),
+                queue: queue.clone(),
+                blob: blob.clone(),
+                api: config.api.clone(),
+                chunk_size: config.pipeline.chunk_size.max(1),
+                window: config.pipeline.window.max(1),
+                backends: accounts
+                    .all()
+                    .iter()
+                    .map(|a| a.backend.kind().to_owned())
+                    .collect(),
+                simulated: accounts.any_simulated(),
+            };
+            let data = web::Data::new(state);
+            let http = HttpServer::new(move || {
+                HttpApp::new()
+                    .app_data(data.clone())
+                    .wrap(
+                        actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms")
+                            .log_target("wacheck::http"),
+                    )
+                    .configure(wacheck_api::configure)
+            })
+            .shutdown_timeout(config.pipeline.shutdown_grace_secs)
+            .bind(&config.bind)
+            .with_context(|| format!("binding {}", config.bind))?;
+            addr = http.addrs().first().copied();
+            let running = http.disable_signals().run();
+            let handle = running.handle();
+            server = Some((handle, tokio::spawn(running)));
+            tracing::info!(addr = ?addr, "API listening");
+        }
+        Ok(App {
+            addr,
+            simulated: Some(sim),
+            pool,
+            queue,
+            blob,
+            server,
+            worker,
+        })
+    }
+
+    /// Graceful stop: the API stops taking requests, workers finish or release their jobs.
+    pub async fn stop(self) {
+        if let Some((handle, join)) = self.server {
+            handle.stop(true).await;
+            let _ = join.await;
+        }
+        if let Some(worker) = self.worker {
+            worker.shutdown().await;
+        }
+        self.pool.close().await;
+    }
+}

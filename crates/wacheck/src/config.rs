@@ -1,0 +1,149 @@
+//! Configuration: defaults, then an optional TOML file, then the environment.
+//!
+//! Environment: `DATABASE_URL`, `REDIS_URL`, and `WACHECK_*` for everything else, with `__`
+//! between section and key (`WACHECK_PIPELINE__CHUNK_SIZE=1000`, `WACHECK_S3__BUCKET=results`).
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use wacheck_api::ApiSettings;
+use wacheck_backends::simulated::SimConfig;
+use wacheck_blob::S3Config;
+use wacheck_worker::{PipelineSettings, RateConfig};
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub database_url: String,
+    pub redis_url: String,
+    /// Listen address of the API.
+    pub bind: String,
+    /// External base URL of the API, used in download links of the local store.
+    pub public_url: Option<String>,
+    /// Prefix of every Redis key of this deployment.
+    pub redis_prefix: String,
+    /// Database connections per process.
+    pub db_max_connections: u32,
+    /// Directory of result files when no S3 storage is configured.
+    pub local_dir: PathBuf,
+    pub s3: Option<S3Config>,
+    #[serde(default)]
+    pub sim: SimConfig,
+    /// Rate of the simulated account.
+    #[serde(default)]
+    pub rate: RateConfig,
+    #[serde(default)]
+    pub pipeline: PipelineSettings,
+    #[serde(default)]
+    pub api: ApiSettings,
+}
+
+#[derive(Serialize)]
+struct Defaults {
+    database_url: &'static str,
+    redis_url: &'static str,
+    bind: &'static str,
+    redis_prefix: &'static str,
+    db_max_connections: u32,
+    local_dir: &'static str,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("bind", &self.bind)
+            .field("public_url", &self.public_url)
+            .field("redis_prefix", &self.redis_prefix)
+            .field("db_max_connections", &self.db_max_connections)
+            .field("local_dir", &self.local_dir)
+            .field("s3", &self.s3)
+            .field("sim", &self.sim)
+            .field("rate", &self.rate)
+            .field("pipeline", &self.pipeline)
+            .field("api", &self.api)
+            .finish()
+    }
+}
+
+/// Hides the password of a `scheme://user:password@host` URL.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:[redacted]{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Config {
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let defaults = Defaults {
+            database_url: "postgres://postgres@127.0.0.1:5432/wacheck",
+            redis_url: "redis://127.0.0.1:6379",
+            bind: "127.0.0.1:8080",
+            redis_prefix: "wacheck",
+            db_max_connections: 16,
+            local_dir: "./data/results",
+        };
+        let mut fig = Figment::from(Serialized::defaults(defaults));
+        if let Some(file) = file {
+            anyhow::ensure!(file.exists(), "config file {} not found", file.display());
+            fig = fig.merge(Toml::file(file));
+        }
+        fig = fig
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL", "REDIS_URL"])
+                    .map(|k| k.as_str().to_ascii_lowercase().into()),
+            )
+            .merge(Env::prefixed("WACHECK_").ignore(&["CONFIG"]).split("__"));
+        Ok(fig.extract()?)
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.bind))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:[redacted]@h/db"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_s3_secret() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WACHECK_S3__ENDPOINT", "http://127.0.0.1:1");
+            jail.set_env("WACHECK_S3__BUCKET", "b");
+            jail.set_env("WACHECK_S3__ACCESS_KEY", "ak");
+            jail.set_env("WACHECK_S3__SECRET_KEY", "very-secret-value");
+            jail.set_env("WACHECK_PIPELINE__CHUNK_SIZE", "7");
+            let c = Config::load(None).expect("config");
+            assert_eq!(c.pipeline.chunk_size, 7);
+            let shown = format!("{c:?}");
+            assert!(!shown.contains("very-secret-value"), "{shown}");
+            Ok(())
+        });
+    }
+}

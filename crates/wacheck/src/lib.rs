@@ -1,0 +1,4 @@
+//! The `wacheck` service: configuration and the assembly of API and worker.
+
+pub mod app;
+pub mod config;

@@ -1,0 +1,106 @@
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use wacheck::app::{App, Role};
+use wacheck::config::Config;
+
+/// Tells whether phone numbers are on WhatsApp, one by one or in bulk tasks.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// TOML configuration file (environment variables override it).
+    #[arg(long, env = "WACHECK_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve {
+        /// api: HTTP only; worker: jobs only; all: both (default).
+        #[arg(long, value_enum, default_value = "all")]
+        role: Role,
+    },
+    /// Apply database migrations.
+    Migrate,
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Print the effective configuration (secrets redacted).
+    Config,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key for a user (the user is created if needed); prints only the key.
+    Create {
+        #[arg(long)]
+        user: String,
+    },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve { role } => {
+            let app = App::start(config, role).await?;
+            shutdown_signal().await?;
+            app.stop().await;
+        }
+        Command::Migrate => {
+            let pool = wacheck_store::connect(&config.database_url, 2)
+                .await
+                .context("connecting to Postgres")?;
+            wacheck_store::MIGRATOR
+                .run(&pool)
+                .await
+                .context("applying migrations")?;
+            eprintln!("migrations applied");
+        }
+        Command::Keys {
+            command: KeysCommand::Create { user },
+        } => {
+            anyhow::ensure!(!user.trim().is_empty(), "--user must not be empty");
+            let pool = wacheck_store::connect(&config.database_url, 2)
+                .await
+                .context("connecting to Postgres")?;
+            wacheck_store::MIGRATOR
+                .run(&pool)
+                .await
+                .context("applying migrations")?;
+            let key = wacheck_store::keys::create(&pool, user.trim()).await?;
+            println!("{key}");
+        }
+        Command::Config => println!("{config:#?}"),
+    }
+    Ok(())
+}
