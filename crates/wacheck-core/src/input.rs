@@ -91,7 +91,7 @@ pub fn detect(head: &[u8], file_name: Option<&str>) -> Result<InputFormat, Input
     for delimiter in [b',', b';', b'\t', b'|'] {
         let counts: Vec<usize> = sample
             .iter()
-            .map(|l| l.bytes().filter(|b| *b == delimiter).count())
+            .map(|l| count_unquoted(l, delimiter))
             .collect();
         if let Some(&first) = counts.first()
             && first > 0
@@ -105,6 +105,20 @@ pub fn detect(head: &[u8], file_name: Option<&str>) -> Result<InputFormat, Input
     } else {
         InputFormat::Txt
     })
+}
+
+/// Occurrences of `delimiter` outside double quotes.
+fn count_unquoted(line: &str, delimiter: u8) -> usize {
+    let mut quoted = false;
+    let mut n = 0;
+    for b in line.bytes() {
+        if b == b'"' {
+            quoted = !quoted;
+        } else if b == delimiter && !quoted {
+            n += 1;
+        }
+    }
+    n
 }
 
 fn strip_bom(b: &[u8]) -> &[u8] {
@@ -450,6 +464,14 @@ mod tests {
         let (f, r) = rows(data, None);
         assert_eq!(f, InputFormat::Csv { delimiter: b';' });
         assert_eq!(r, vec!["+41798284651", "+41798284652", "+41798284653"]);
+    }
+
+    #[test]
+    fn delimiters_inside_quotes_do_not_count() {
+        let data = b"name;phone\n\"Doe; Jane\";+41798284651\n\"A;B;C\";+41798284652\n";
+        let (f, r) = rows(data, None);
+        assert_eq!(f, InputFormat::Csv { delimiter: b';' });
+        assert_eq!(r, vec!["+41798284651", "+41798284652"]);
     }
 
     #[test]

@@ -3,9 +3,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use rlibphonenumber::{PhoneNumber, PhoneNumberFormat, Region};
+use rlibphonenumber::{PHONE_NUMBER_UTIL, PhoneNumber, PhoneNumberFormat, Region};
 
-/// A valid phone number in E.164 form (`+` followed by 8 to 15 digits).
+/// A valid phone number in E.164 form (`+` and up to 15 digits, no leading zero).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct E164(String);
 
@@ -19,7 +19,7 @@ impl E164 {
     /// Accepts only a string that already is canonical E.164 (as stored by wacheck itself).
     pub fn from_canonical(s: &str) -> Option<Self> {
         let digits = s.strip_prefix('+')?;
-        let ok = (8..=15).contains(&digits.len())
+        let ok = (4..=15).contains(&digits.len())
             && digits.bytes().all(|b| b.is_ascii_digit())
             && !digits.starts_with('0');
         ok.then(|| E164(s.to_owned()))
@@ -71,10 +71,15 @@ impl Normalizer {
                 if upper.len() != 2 {
                     return Err(NumberError::UnknownRegion(code.to_owned()));
                 }
-                Some(
-                    Region::from_str(&upper)
-                        .map_err(|_| NumberError::UnknownRegion(code.to_owned()))?,
-                )
+                let region = Region::from_str(&upper)
+                    .map_err(|_| NumberError::UnknownRegion(code.to_owned()))?;
+                if PHONE_NUMBER_UTIL
+                    .get_country_code_for_region(region)
+                    .is_none()
+                {
+                    return Err(NumberError::UnknownRegion(code.to_owned()));
+                }
+                Some(region)
             }
         };
         Ok(Self { region })

@@ -116,8 +116,8 @@ pub struct Claim {
     pub numbers: Vec<(i32, E164)>,
 }
 
-/// Takes the lease of a chunk for `owner`. `None` when the chunk is done, its task is gone or
-/// another live worker holds it.
+/// Takes the lease of a chunk for `owner` (unique per attempt). `None` when the chunk is done,
+/// its task is gone or a live lease is held by anyone.
 pub async fn claim(
     pool: &PgPool,
     task: TaskId,
@@ -133,7 +133,7 @@ pub async fn claim(
          FROM tasks t \
          WHERE c.task_id = $1 AND c.chunk_no = $2 AND t.id = c.task_id \
            AND t.status IN ('pending', 'processing') AND c.done_at IS NULL \
-           AND (c.leased_until IS NULL OR c.leased_until < now() OR c.lease_owner = $4) \
+           AND (c.leased_until IS NULL OR c.leased_until < now()) \
          RETURNING t.kind, t.chunk_size",
     )
     .bind(&id)

@@ -102,10 +102,12 @@ impl Pipeline {
 
     async fn process_chunk(&self, task: TaskId, chunk: i32) -> anyhow::Result<()> {
         let lease = self.settings.lease();
-        let Some(claim) = chunks::claim(&self.pool, task, chunk, &self.owner, lease).await? else {
-            return Ok(()); // done already, or another worker holds it
+        // One owner per attempt: two deliveries of a chunk never both hold its lease.
+        let owner = format!("{}/{}", self.owner, ulid::Ulid::generate());
+        let Some(claim) = chunks::claim(&self.pool, task, chunk, &owner, lease).await? else {
+            return Ok(()); // done already, or someone holds it
         };
-        let renewer = self.spawn_renewer(task, chunk);
+        let renewer = self.spawn_renewer(task, chunk, owner);
         let result = self.check_numbers(task, claim.kind, &claim.numbers).await;
         renewer.abort();
         result?;
@@ -113,9 +115,13 @@ impl Pipeline {
         self.queue.push_all(&pushes).await
     }
 
-    fn spawn_renewer(&self, task: TaskId, chunk: i32) -> tokio::task::JoinHandle<()> {
+    fn spawn_renewer(
+        &self,
+        task: TaskId,
+        chunk: i32,
+        owner: String,
+    ) -> tokio::task::JoinHandle<()> {
         let pool = self.pool.clone();
-        let owner = self.owner.clone();
         let lease = self.settings.lease();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(lease / 3);
@@ -311,19 +317,32 @@ pub fn spawn_worker(pipeline: Arc<Pipeline>) -> WorkerHandle {
     let settings = pipeline.settings.clone();
     let poll = Duration::from_millis(settings.poll_ms.max(10));
 
-    let worker = WorkerBuilder::new(pipeline.owner.clone())
-        .backend(pipeline.queue.storage().poll_with_interval(poll))
-        .data(pipeline.clone())
-        .concurrency(settings.concurrency.max(1))
-        .build(handle);
+    // The job worker, restarted under a fresh name whenever it dies (a Redis flush or restart
+    // unregisters it; apalis stops a worker on any queue error).
+    let p = pipeline.clone();
     let mut rx = stopped.clone();
     let apalis = tokio::spawn(async move {
-        let signal = async move {
-            stopped_signal(&mut rx).await;
-            Ok::<(), std::io::Error>(())
-        };
-        if let Err(e) = worker.run_until(signal).await {
-            warn!("job worker stopped: {e}");
+        for generation in 0u64.. {
+            let name = format!("{}-{generation}", p.owner);
+            let worker = WorkerBuilder::new(name)
+                .backend(p.queue.storage().poll_with_interval(poll))
+                .data(p.clone())
+                .concurrency(p.settings.concurrency.max(1))
+                .build(handle);
+            let mut signal_rx = rx.clone();
+            let signal = async move {
+                stopped_signal(&mut signal_rx).await;
+                Ok::<(), std::io::Error>(())
+            };
+            let result = worker.run_until(signal).await;
+            if *rx.borrow_and_update() {
+                return;
+            }
+            warn!("job worker stopped ({result:?}); starting a new one");
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stopped_signal(&mut rx) => return,
+            }
         }
     });
 

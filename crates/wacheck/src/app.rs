@@ -85,6 +85,20 @@ impl App {
         )
         .await
         .context("connecting to Redis")?;
+        // Bind first, so that a port-0 address is known before links are made.
+        let listener = match role {
+            Role::All | Role::Api => Some(
+                std::net::TcpListener::bind(&config.bind)
+                    .with_context(|| format!("binding {}", config.bind))?,
+            ),
+            Role::Worker => None,
+        };
+        let mut config = config;
+        if config.public_url.is_none()
+            && let Some(l) = &listener
+        {
+            config.public_url = Some(format!("http://{}", l.local_addr()?));
+        }
         let blob = open_blob(&config, &pool).await?;
 
         let sim = Arc::new(SimulatedBackend::new(config.sim.clone()));
@@ -114,7 +128,7 @@ impl App {
 
         let mut addr = None;
         let mut server = None;
-        if matches!(role, Role::All | Role::Api) {
+        if let Some(listener) = listener {
             let state = AppState {
                 pool: pool.clone(),
                 queue: queue.clone(),
@@ -140,8 +154,7 @@ impl App {
                     .configure(wacheck_api::configure)
             })
             .shutdown_timeout(config.pipeline.shutdown_grace_secs)
-            .bind(&config.bind)
-            .with_context(|| format!("binding {}", config.bind))?;
+            .listen(listener)?;
             addr = http.addrs().first().copied();
             let running = http.disable_signals().run();
             let handle = running.handle();

@@ -2,6 +2,7 @@
 //!
 //! Environment: `DATABASE_URL`, `REDIS_URL`, and `WACHECK_*` for everything else, with `__`
 //! between section and key (`WACHECK_PIPELINE__CHUNK_SIZE=1000`, `WACHECK_S3__BUCKET=results`).
+//! `WACHECK_TEST_*` variables belong to the test suite and are ignored here.
 
 use std::path::{Path, PathBuf};
 
@@ -104,7 +105,11 @@ impl Config {
                     .only(&["DATABASE_URL", "REDIS_URL"])
                     .map(|k| k.as_str().to_ascii_lowercase().into()),
             )
-            .merge(Env::prefixed("WACHECK_").ignore(&["CONFIG"]).split("__"));
+            .merge(
+                Env::prefixed("WACHECK_")
+                    .filter(|k| k != "CONFIG" && !k.as_str().starts_with("TEST_"))
+                    .split("__"),
+            );
         Ok(fig.extract()?)
     }
 

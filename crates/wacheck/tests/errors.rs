@@ -1,0 +1,260 @@
+//! Every refusal has its status and stable code, and a refused request creates nothing.
+
+mod common;
+
+use common::{OTHER, Store, TestEnv, USER};
+use serde_json::Value;
+
+async fn assert_refused(env: &TestEnv, got: (u16, Value), status: u16, code: &str) {
+    assert_eq!(got.0, status, "{}", got.1);
+    assert_eq!(got.1["code"], code, "{}", got.1);
+    assert!(
+        got.1["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{}",
+        got.1
+    );
+    assert_eq!(
+        env.count("tasks").await,
+        0,
+        "a refused request creates nothing"
+    );
+    assert_eq!(env.count("task_rows").await, 0);
+}
+
+fn file(bytes: &[u8]) -> Option<(&'static str, Vec<u8>)> {
+    Some(("n.txt", bytes.to_vec()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_refusals() {
+    let env = TestEnv::start_with(Store::Local, |c| c.api.max_upload_bytes = 64 * 1024).await;
+    let ok = file(b"+41798284651\n");
+    let me = [("user_id", USER)];
+
+    let r = env.upload_as("", "simple", ok.clone(), &me).await;
+    assert_refused(&env, r, 401, "unauthorized").await;
+    let r = env.upload_as("wck_0000", "simple", ok.clone(), &me).await;
+    assert_refused(&env, r, 401, "unauthorized").await;
+    let r = env.upload_as(&env.key, "simple", ok.clone(), &[]).await;
+    assert_refused(&env, r, 400, "missing_parameter").await;
+    let r = env
+        .upload_as(&env.key, "simple", ok.clone(), &[("user_id", OTHER)])
+        .await;
+    assert_refused(&env, r, 404, "not_found").await;
+    let r = env.upload_as(&env.key, "simple", None, &me).await;
+    assert_refused(&env, r, 400, "missing_file").await;
+    let r = env.upload_as(&env.key, "simple", file(b""), &me).await;
+    assert_refused(&env, r, 400, "no_numbers").await;
+    let r = env
+        .upload_as(&env.key, "simple", file(b"hello\nworld\n"), &me)
+        .await;
+    assert_refused(&env, r, 400, "no_numbers").await;
+    let r = env
+        .upload_as(
+            &env.key,
+            "simple",
+            file(b"\x00\x01\x02\x03binary\xff\xfe"),
+            &me,
+        )
+        .await;
+    assert_refused(&env, r, 400, "unsupported_file").await;
+    let r = env
+        .upload_as(
+            &env.key,
+            "simple",
+            Some(("n.xlsx", b"+41798284651\n".to_vec())),
+            &me,
+        )
+        .await;
+    assert_refused(&env, r, 400, "invalid_xlsx").await;
+    let r = env
+        .upload_as(
+            &env.key,
+            "simple",
+            Some(("n.xlsx", b"PK\x03\x04broken zip".to_vec())),
+            &me,
+        )
+        .await;
+    assert_refused(&env, r, 400, "invalid_xlsx").await;
+    let r = env
+        .upload_as(
+            &env.key,
+            "simple",
+            ok.clone(),
+            &[("user_id", USER), ("default_region", "XX1")],
+        )
+        .await;
+    assert_refused(&env, r, 400, "invalid_default_region").await;
+    let r = env
+        .upload_as(
+            &env.key,
+            "simple",
+            ok.clone(),
+            &[("user_id", USER), ("result_format", "pdf")],
+        )
+        .await;
+    assert_refused(&env, r, 400, "invalid_result_format").await;
+    let big = "+41798284651\n".repeat(10_000).into_bytes();
+    let r = env
+        .upload_as(&env.key, "simple", Some(("n.txt", big)), &me)
+        .await;
+    assert_refused(&env, r, 413, "payload_too_large").await;
+    let r = env.upload_as(&env.key, "bulk", ok.clone(), &me).await;
+    assert_refused(&env, r, 404, "not_found").await;
+
+    // Not multipart at all.
+    let resp = env
+        .http
+        .post(format!("{}/wa/api/simple/tasks", env.base))
+        .header("X-API-Key", &env.key)
+        .json(&serde_json::json!({"user_id": USER}))
+        .send()
+        .await
+        .unwrap();
+    let r = (resp.status().as_u16(), resp.json().await.unwrap());
+    assert_refused(&env, r, 400, "invalid_content_type").await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_refusals_never_leak_other_users_tasks() {
+    let env = TestEnv::start(Store::Local).await;
+    let t = env
+        .upload("simple", "n.txt", b"+41798284651\n".to_vec(), &[])
+        .await;
+    let id = t["task_id"].as_str().unwrap();
+    let get = |key: String, kind: &'static str, id: String, user: &'static str| {
+        let req = env
+            .http
+            .get(format!("{}/wa/api/{kind}/tasks/{id}", env.base))
+            .query(&[("user_id", user)])
+            .header("X-API-Key", key);
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, _) = get(env.key.clone(), "simple", id.into(), USER).await;
+    assert_eq!(s, 200);
+    for (key, kind, id, user, status, code) in [
+        (
+            env.other_key.clone(),
+            "simple",
+            id.to_string(),
+            OTHER,
+            404,
+            "not_found",
+        ),
+        (
+            env.other_key.clone(),
+            "simple",
+            id.to_string(),
+            USER,
+            404,
+            "not_found",
+        ),
+        (
+            env.key.clone(),
+            "simple",
+            id.to_string(),
+            OTHER,
+            404,
+            "not_found",
+        ),
+        (
+            env.key.clone(),
+            "detail",
+            id.to_string(),
+            USER,
+            404,
+            "not_found",
+        ),
+        (
+            env.key.clone(),
+            "simple",
+            "01J00000000000000000000000".into(),
+            USER,
+            404,
+            "not_found",
+        ),
+        (
+            env.key.clone(),
+            "simple",
+            "not-a-ulid".into(),
+            USER,
+            404,
+            "not_found",
+        ),
+        (
+            "nope".into(),
+            "simple",
+            id.to_string(),
+            USER,
+            401,
+            "unauthorized",
+        ),
+    ] {
+        let (s, body) = get(key, kind, id, user).await;
+        assert_eq!(
+            (s, body["code"].as_str().unwrap()),
+            (status, code),
+            "{body}"
+        );
+    }
+    let resp = env
+        .http
+        .get(format!("{}/wa/api/simple/tasks/{id}", env.base))
+        .header("X-API-Key", &env.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400, "user_id is required");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_links_refuse_tampering_and_expire() {
+    let env = TestEnv::start_with(Store::Local, |c| c.api.result_url_ttl_secs = 1).await;
+    let t = env
+        .upload("simple", "n.txt", b"+41798284651\n".to_vec(), &[])
+        .await;
+    let done = env
+        .wait_exported(
+            "simple",
+            t["task_id"].as_str().unwrap(),
+            std::time::Duration::from_secs(30),
+        )
+        .await;
+    let url = done["result_url"].as_str().unwrap().to_owned();
+    assert_eq!(
+        env.http.get(&url).send().await.unwrap().status().as_u16(),
+        200
+    );
+    let tampered = url.replace("filename=", "filename=x");
+    let resp = env.http.get(&tampered).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    assert_eq!(resp.json::<Value>().await.unwrap()["code"], "link_invalid");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let resp = env.http.get(&url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    assert_eq!(resp.json::<Value>().await.unwrap()["code"], "link_expired");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_results_are_simulated() {
+    let env = TestEnv::start(Store::Local).await;
+    let h: Value = env
+        .http
+        .get(format!("{}/health", env.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(h["simulated"], true);
+    assert_eq!(h["database"], true);
+    assert!(h["warning"].as_str().unwrap().contains("SIMULATED"));
+    env.stop().await;
+}

@@ -1,0 +1,394 @@
+//! End-to-end: upload over HTTP, the real queue and workers, Postgres, the result store, and
+//! the downloaded spreadsheet compared row by row with the simulated rule.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Store, TestEnv, assert_rows, messy_numbers, parse_result};
+use rust_xlsxwriter::Workbook;
+
+fn txt(lines: &[String]) -> Vec<u8> {
+    lines.join("\n").into_bytes()
+}
+
+/// Uploads, waits for `exported`, downloads and checks every row and the counters.
+async fn round_trip(
+    env: &TestEnv,
+    kind: &str,
+    name: &str,
+    bytes: Vec<u8>,
+    raws: &[String],
+    fields: &[(&str, &str)],
+) -> serde_json::Value {
+    let created = env.upload(kind, name, bytes, fields).await;
+    assert_eq!(created["status"], "pending");
+    assert_eq!(created["total"], raws.len() as i64);
+    assert_eq!(created["success"], 0);
+    assert_eq!(created["failure"], 0);
+    assert_eq!(created["simulated"], true);
+    let id = created["task_id"].as_str().unwrap();
+    assert_eq!(id.len(), 26, "task ids are ULIDs");
+    let done = env.wait_exported(kind, id, Duration::from_secs(120)).await;
+    let format = fields
+        .iter()
+        .find(|(k, _)| *k == "result_format")
+        .map_or("xlsx", |(_, v)| *v);
+    let region = fields
+        .iter()
+        .find(|(k, _)| *k == "default_region")
+        .map(|(_, v)| *v);
+    let url = done["result_url"]
+        .as_str()
+        .expect("result_url once exported");
+    let rows = parse_result(&env.download(url).await, format);
+    let (ok, bad) = assert_rows(&rows, raws, region, kind == "detail");
+    assert_eq!(done["success"], ok, "{done}");
+    assert_eq!(done["failure"], bad, "{done}");
+    assert_eq!(done["total"], ok + bad);
+    done
+}
+
+fn messy_fixture() -> Vec<String> {
+    let mut raws: Vec<String> = [
+        "+41 79 828 46 51",
+        "0041-79-828-46-52",
+        "(079) 828 46 53",
+        "079.828.46.54",
+        "41798284655",
+        "+41798284651",
+        "not a number",
+        "=HYPERLINK(\"http://x\")",
+        "-1",
+        "@cmd",
+        "+1 (415) 555-2671",
+        "004915112345678",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    raws.extend(messy_numbers(300, 7));
+    raws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messy_txt_round_trip_with_local_store_as_xlsx() {
+    let env = TestEnv::start(Store::Local).await;
+    let raws = messy_fixture();
+    let mut body = b"\xEF\xBB\xBF".to_vec();
+    body.extend(raws.join("\r\n\r\n").into_bytes());
+    let done = round_trip(
+        &env,
+        "simple",
+        "numbers.txt",
+        body,
+        &raws,
+        &[("default_region", "CH")],
+    )
+    .await;
+    assert!(
+        done["result_url"]
+            .as_str()
+            .unwrap()
+            .contains("/files/results/")
+    );
+    // Duplicates were checked once: the backend saw each distinct number exactly once.
+    let distinct: i64 = sqlx::query_scalar("SELECT sum(distinct_numbers)::bigint FROM tasks")
+        .fetch_one(env.pool())
+        .await
+        .unwrap();
+    assert_eq!(env.backend_numbers() as i64, distinct);
+    assert!(distinct < raws.len() as i64);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detail_csv_round_trip_with_s3_store_as_csv() {
+    let env = TestEnv::start(Store::S3).await;
+    let raws = messy_fixture();
+    let mut csv = String::from("name;Phone Number;note\r\n");
+    for (i, r) in raws.iter().enumerate() {
+        csv.push_str(&format!(
+            "\"Person {i}; Jr\";\"{}\";x\r\n",
+            r.replace('"', "\"\"")
+        ));
+    }
+    let done = round_trip(
+        &env,
+        "detail",
+        "contacts.csv",
+        csv.into_bytes(),
+        &raws,
+        &[("default_region", "ch"), ("result_format", "csv")],
+    )
+    .await;
+    let url = done["result_url"].as_str().unwrap();
+    assert!(url.contains("X-Amz-Signature="), "presigned S3 URL: {url}");
+    // Signed afresh on each read.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, again) = env
+        .status("detail", done["task_id"].as_str().unwrap())
+        .await;
+    assert_ne!(again["result_url"], done["result_url"]);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xlsx_with_numeric_cells_and_header_round_trip_with_s3_store() {
+    let env = TestEnv::start(Store::S3).await;
+    let mut book = Workbook::new();
+    let sheet = book.add_worksheet();
+    sheet.write_string(0, 0, "Name").unwrap();
+    sheet.write_string(0, 1, "Mobile").unwrap();
+    // What the normaliser must turn each cell into: numeric cells lost their + or leading 0.
+    let cells: Vec<(Option<f64>, &str)> = vec![
+        (Some(41798284651.0), "41798284651"),
+        (Some(798284652.0), "798284652"),
+        (None, "+41 79 828 46 53"),
+        (None, "junk"),
+        (Some(14155552671.0), "14155552671"),
+    ];
+    let mut raws = Vec::new();
+    for (i, (num, text)) in cells.iter().enumerate() {
+        let r = i as u32 + 1;
+        sheet.write_string(r, 0, format!("P{i}")).unwrap();
+        match num {
+            Some(v) => sheet.write_number(r, 1, *v).unwrap(),
+            None => sheet.write_string(r, 1, *text).unwrap(),
+        };
+        raws.push(text.to_string());
+    }
+    let bytes = book.save_to_buffer().unwrap();
+    // The name says .bin: the format is recognised by content.
+    round_trip(
+        &env,
+        "detail",
+        "upload.bin",
+        bytes,
+        &raws,
+        &[("default_region", "CH")],
+    )
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_grow_while_processing() {
+    let env = TestEnv::start_with(Store::Local, |c| {
+        c.sim.latency_ms = 30;
+        c.sim.batch = 10;
+        c.pipeline.chunk_size = 20;
+        c.pipeline.concurrency = 1;
+    })
+    .await;
+    let raws: Vec<String> = (0..300)
+        .map(|i| format!("+4179{:07}", 1_000_000 + i))
+        .collect();
+    let created = env.upload("simple", "a.txt", txt(&raws), &[]).await;
+    let id = created["task_id"].as_str().unwrap().to_owned();
+    let mut saw_partial = false;
+    for _ in 0..400 {
+        let (_, s) = env.status("simple", &id).await;
+        let ok = s["success"].as_i64().unwrap();
+        if s["status"] == "processing" && ok > 0 && ok < 300 {
+            saw_partial = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(saw_partial, "a poller sees success grow during processing");
+    env.wait_exported("simple", &id, Duration::from_secs(60))
+        .await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_backend_failures_are_retried_and_never_become_no() {
+    let env = TestEnv::start_with(Store::Local, |c| {
+        c.sim.fail_percent = 40;
+        c.pipeline.max_attempts = 30;
+    })
+    .await;
+    let raws = messy_numbers(500, 3);
+    round_trip(&env, "simple", "a.txt", txt(&raws), &raws, &[]).await;
+    env.stop().await;
+
+    // A backend that always fails: every valid row is `unknown`, none is `no`.
+    let env = TestEnv::start_with(Store::Local, |c| {
+        c.sim.fail_percent = 100;
+        c.pipeline.max_attempts = 2;
+    })
+    .await;
+    let raws = vec![
+        "+41798284651".to_string(),
+        "+41798284652".into(),
+        "junk".into(),
+    ];
+    let created = env
+        .upload("simple", "a.txt", txt(&raws), &[("result_format", "csv")])
+        .await;
+    let done = env
+        .wait_exported(
+            "simple",
+            created["task_id"].as_str().unwrap(),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(done["success"], 0);
+    assert_eq!(done["failure"], 3);
+    let rows = parse_result(
+        &env.download(done["result_url"].as_str().unwrap()).await,
+        "csv",
+    );
+    let col: Vec<&str> = rows[1..].iter().map(|r| r[1].as_str()).collect();
+    assert_eq!(col, ["unknown", "unknown", "invalid"]);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_processed_twice_change_nothing() {
+    let env = TestEnv::start_with(Store::Local, |c| c.sim.latency_ms = 5).await;
+    let raws = messy_numbers(400, 11);
+    let created = env.upload("detail", "a.txt", txt(&raws), &[]).await;
+    let id: wacheck_core::TaskId = created["task_id"].as_str().unwrap().parse().unwrap();
+    // Every chunk delivered three more times while the task runs.
+    let chunks: i32 = sqlx::query_scalar("SELECT chunk_count FROM tasks")
+        .fetch_one(env.pool())
+        .await
+        .unwrap();
+    let mut pushes = wacheck_store::chunks::Pushes::default();
+    for _ in 0..3 {
+        pushes.chunks.extend((0..chunks).map(|c| (id, c)));
+    }
+    env.app().queue.push_all(&pushes).await.unwrap();
+    let done = env
+        .wait_exported("detail", &id.to_string(), Duration::from_secs(60))
+        .await;
+    let rows = parse_result(
+        &env.download(done["result_url"].as_str().unwrap()).await,
+        "xlsx",
+    );
+    let (ok, bad) = assert_rows(&rows, &raws, None, true);
+    assert_eq!(
+        (
+            done["success"].as_i64().unwrap(),
+            done["failure"].as_i64().unwrap()
+        ),
+        (ok, bad)
+    );
+    let distinct: i64 = sqlx::query_scalar("SELECT distinct_numbers FROM tasks")
+        .fetch_one(env.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        env.backend_numbers() as i64,
+        distinct,
+        "no number checked twice"
+    );
+
+    // And again after the export, plus a repeated export: nothing moves.
+    let before = env.backend_numbers();
+    pushes.exports.push(id);
+    env.app().queue.push_all(&pushes).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, after) = env.status("detail", &id.to_string()).await;
+    assert_eq!(
+        (after["success"].clone(), after["failure"].clone()),
+        (done["success"].clone(), done["failure"].clone())
+    );
+    assert_eq!(after["status"], "exported");
+    assert_eq!(env.backend_numbers(), before);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_queue_is_rebuilt_by_the_reconciler() {
+    let env = TestEnv::start_with(Store::Local, |c| {
+        c.sim.latency_ms = 50;
+        c.sim.batch = 10;
+        c.pipeline.chunk_size = 20;
+    })
+    .await;
+    let raws = messy_numbers(400, 5);
+    let created = env.upload("simple", "a.txt", txt(&raws), &[]).await;
+    let id = created["task_id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, mid) = env.status("simple", &id).await;
+    assert_eq!(
+        mid["status"], "processing",
+        "the flush happens mid-task: {mid}"
+    );
+    // Every key of this deployment vanishes, as in a Redis flush or restart.
+    env.app().queue.purge().await.unwrap();
+    let done = env
+        .wait_exported("simple", &id, Duration::from_secs(60))
+        .await;
+    let rows = parse_result(
+        &env.download(done["result_url"].as_str().unwrap()).await,
+        "xlsx",
+    );
+    assert_rows(&rows, &raws, None, false);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_task_is_not_stuck_behind_a_big_one() {
+    let env = TestEnv::start_with(Store::Local, |c| {
+        c.sim.latency_ms = 10;
+        c.sim.batch = 10;
+        c.pipeline.chunk_size = 20;
+        c.pipeline.concurrency = 2;
+    })
+    .await;
+    let big: Vec<String> = (0..3000)
+        .map(|i| format!("+4179{:07}", 2_000_000 + i))
+        .collect();
+    let small: Vec<String> = (0..10)
+        .map(|i| format!("+4179{:07}", 3_000_000 + i))
+        .collect();
+    let big_task = env.upload("simple", "big.txt", txt(&big), &[]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let small_task = env.upload("simple", "small.txt", txt(&small), &[]).await;
+    env.wait_exported(
+        "simple",
+        small_task["task_id"].as_str().unwrap(),
+        Duration::from_secs(30),
+    )
+    .await;
+    let (_, b) = env
+        .status("simple", big_task["task_id"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        b["status"], "processing",
+        "the big task is still running: {b}"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_thousand_numbers_local_store() {
+    let env = TestEnv::start_with(Store::Local, |c| c.pipeline.chunk_size = 2000).await;
+    let raws = messy_numbers(100_000, 42);
+    round_trip(&env, "simple", "big.txt", txt(&raws), &raws, &[]).await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_thousand_numbers_s3_store() {
+    let env = TestEnv::start_with(Store::S3, |c| c.pipeline.chunk_size = 2000).await;
+    let raws = messy_numbers(100_000, 43);
+    let mut csv = String::from("id,msisdn\n");
+    for (i, r) in raws.iter().enumerate() {
+        csv.push_str(&format!("{i},\"{r}\"\n"));
+    }
+    round_trip(
+        &env,
+        "simple",
+        "big.csv",
+        csv.into_bytes(),
+        &raws,
+        &[("result_format", "csv")],
+    )
+    .await;
+    env.stop().await;
+}

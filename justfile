@@ -1,0 +1,40 @@
+# wacheck recipes. `just --list` shows them all.
+
+export DATABASE_URL := env_var_or_default("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/wacheck")
+export REDIS_URL := env_var_or_default("REDIS_URL", "redis://127.0.0.1:6379")
+export WACHECK_TEST_DATABASE_URL := env_var_or_default("WACHECK_TEST_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432")
+export PATH := env_var("HOME") + "/.cargo/bin:" + env_var("PATH")
+
+default:
+    @just --list
+
+# Install what builds and tests need, and start Postgres and Redis.
+deps:
+    scripts/bootstrap
+
+# Start Postgres and Redis (installing them when missing).
+services:
+    scripts/services
+
+# Run the service (API and worker) with a demo key, printing a curl line to try it.
+run: deps
+    cargo build --release --bin wacheck
+    scripts/demo
+
+# The whole test suite against real Postgres, Redis and S3 (s3s-fs).
+test: deps
+    scripts/drop-test-databases
+    if cargo nextest --version >/dev/null 2>&1; then \
+        cargo nextest run --workspace --no-fail-fast --test-threads 4; \
+    else \
+        cargo test --workspace --no-fail-fast -- --test-threads 4; \
+    fi
+
+# Formatting and lints, as CI runs them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Apply database migrations.
+migrate:
+    cargo run --release --bin wacheck -- migrate
