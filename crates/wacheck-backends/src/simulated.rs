@@ -48,7 +48,7 @@ pub fn rule(number: &str, registered_percent: u8) -> Simulated {
         registered: h % 100 < u64::from(registered_percent),
         signature: SIGNATURES[((h >> 32) % 5) as usize],
         status_update: base + chrono::Days::new((h >> 40) % 1800),
-        business: (h >> 20) % 10 == 0,
+        business: (h >> 20).is_multiple_of(10),
     }
 }
 
@@ -210,7 +210,7 @@ mod tests {
         assert_eq!(r.signature, SIGNATURES[((h >> 32) % 5) as usize]);
         let days = (r.status_update - NaiveDate::from_ymd_opt(2020, 1, 1).unwrap()).num_days();
         assert_eq!(days as u64, (h >> 40) % 1800);
-        assert_eq!(r.business, (h >> 20) % 10 == 0);
+        assert_eq!(r.business, (h >> 20).is_multiple_of(10));
     }
 
     #[tokio::test]

@@ -378,7 +378,7 @@ pub fn spawn_worker(pipeline: Arc<Pipeline>) -> WorkerHandle {
                 warn!("promoting due jobs: {e:#}");
             }
             n += 1;
-            if n % 25 == 0
+            if n.is_multiple_of(25)
                 && let Err(e) = p.queue.clean_finished().await
             {
                 warn!("cleaning finished jobs: {e:#}");

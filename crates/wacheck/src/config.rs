@@ -137,6 +137,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // the error type is figment's
     fn debug_output_hides_s3_secret() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("WACHECK_S3__ENDPOINT", "http://127.0.0.1:1");
