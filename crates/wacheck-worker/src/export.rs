@@ -199,3 +199,75 @@ pub async fn export_task(p: &Pipeline, task: TaskId) -> anyhow::Result<()> {
     tracing::info!(rows = written, key, "exported");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use calamine::{Data, Reader, Xlsx};
+
+    fn row(raw: Option<&str>, e164: Option<&str>, outcome: Option<&str>) -> ResultRow {
+        ResultRow {
+            raw: raw.map(str::to_owned),
+            e164: e164.map(str::to_owned),
+            outcome: outcome.map(str::to_owned),
+            signature: Some("=cmd|' /C calc'!A0".into()),
+            status_update: chrono::NaiveDate::from_ymd_opt(2021, 3, 4),
+            business: Some(true),
+        }
+    }
+
+    #[test]
+    fn rows_continue_on_new_sheets_with_their_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.xlsx");
+        let (tx, mut rx) = mpsc::channel(8);
+        let rows: Vec<ResultRow> = (0..7)
+            .map(|i| row(None, Some(&format!("+4179828465{i}")), Some("no")))
+            .collect();
+        tx.blocking_send(rows).unwrap();
+        drop(tx);
+        assert_eq!(write_xlsx(&path, TaskKind::Simple, &mut rx, 3).unwrap(), 7);
+        let mut book: Xlsx<_> = calamine::open_workbook(&path).unwrap();
+        let names = book.sheet_names();
+        assert_eq!(names.len(), 3);
+        let mut numbers = Vec::new();
+        for name in names {
+            let range = book.worksheet_range(&name).unwrap();
+            let mut it = range.rows();
+            assert_eq!(it.next().unwrap()[0], Data::String("Number".into()));
+            numbers.extend(it.map(|r| r[0].to_string()));
+        }
+        assert_eq!(numbers.len(), 7);
+        assert_eq!(numbers[6], "+41798284656");
+    }
+
+    #[test]
+    fn cells_defuse_formulas_and_fill_details_only_for_yes() {
+        let invalid = cells(TaskKind::Detail, &row(Some("=1+2"), None, None));
+        assert_eq!(invalid, ["'=1+2", "invalid", "", "", ""]);
+        let yes = cells(
+            TaskKind::Detail,
+            &row(None, Some("+41798284651"), Some("yes")),
+        );
+        assert_eq!(
+            yes,
+            [
+                "+41798284651",
+                "yes",
+                "'=cmd|' /C calc'!A0",
+                "2021-03-04",
+                "yes"
+            ]
+        );
+        let no = cells(
+            TaskKind::Detail,
+            &row(None, Some("+41798284651"), Some("no")),
+        );
+        assert_eq!(no, ["+41798284651", "no", "", "", ""]);
+        let simple = cells(
+            TaskKind::Simple,
+            &row(None, Some("+41798284651"), Some("unknown")),
+        );
+        assert_eq!(simple, ["+41798284651", "unknown"]);
+    }
+}

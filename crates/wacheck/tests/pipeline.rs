@@ -392,3 +392,41 @@ async fn hundred_thousand_numbers_s3_store() {
     .await;
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_api_and_worker_processes_share_the_work() {
+    use wacheck::app::{App, Role};
+    // The test service plus two worker-only services on the same database, queue and bucket.
+    let env = TestEnv::start_with(Store::S3, |c| {
+        c.sim.latency_ms = 20;
+        c.sim.batch = 25;
+        c.pipeline.window = 4;
+    })
+    .await;
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let mut c = env.config.clone();
+        c.bind = "127.0.0.1:0".into();
+        workers.push(App::start(c, Role::Worker).await.unwrap());
+    }
+    assert!(
+        workers.iter().all(|w| w.addr.is_none()),
+        "worker role serves no HTTP"
+    );
+    let raws = messy_numbers(2_000, 21);
+    round_trip(&env, "simple", "a.txt", txt(&raws), &raws, &[]).await;
+    let owners: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT split_part(lease_owner, '/', 1)) FROM task_chunks WHERE done_at IS NOT NULL",
+    )
+    .fetch_one(env.pool())
+    .await
+    .unwrap();
+    assert!(
+        owners >= 2,
+        "chunks were spread over the worker processes ({owners} owners)"
+    );
+    for w in workers {
+        w.stop().await;
+    }
+    env.stop().await;
+}
