@@ -24,6 +24,17 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Connects a pool and applies pending migrations (safe with many processes: the migrator
+/// takes a database lock).
+pub async fn open(url: &str, max: u32) -> Result<PgPool> {
+    let pool = connect(url, max).await?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(|e| StoreError::Db(e.into()))?;
+    Ok(pool)
+}
+
 /// Connects a pool. `max` connections; connections are made lazily and re-made after a
 /// server restart.
 pub async fn connect(url: &str, max: u32) -> Result<PgPool> {

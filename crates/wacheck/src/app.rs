@@ -71,13 +71,9 @@ pub async fn open_blob(config: &Config, pool: &sqlx::PgPool) -> anyhow::Result<A
 
 impl App {
     pub async fn start(config: Config, role: Role) -> anyhow::Result<App> {
-        let pool = wacheck_store::connect(&config.database_url, config.db_max_connections)
+        let pool = wacheck_store::open(&config.database_url, config.db_max_connections)
             .await
-            .context("connecting to Postgres")?;
-        wacheck_store::MIGRATOR
-            .run(&pool)
-            .await
-            .context("applying migrations")?;
+            .context("connecting to Postgres and applying migrations")?;
         let queue = Queue::connect(
             &config.redis_url,
             &config.redis_prefix,

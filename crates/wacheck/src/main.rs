@@ -65,6 +65,12 @@ async fn shutdown_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn open_db(config: &Config) -> anyhow::Result<sqlx::PgPool> {
+    wacheck_store::open(&config.database_url, 2)
+        .await
+        .context("connecting to Postgres and applying migrations")
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_tracing();
@@ -77,26 +83,14 @@ async fn main() -> anyhow::Result<()> {
             app.stop().await;
         }
         Command::Migrate => {
-            let pool = wacheck_store::connect(&config.database_url, 2)
-                .await
-                .context("connecting to Postgres")?;
-            wacheck_store::MIGRATOR
-                .run(&pool)
-                .await
-                .context("applying migrations")?;
+            open_db(&config).await?;
             eprintln!("migrations applied");
         }
         Command::Keys {
             command: KeysCommand::Create { user },
         } => {
             anyhow::ensure!(!user.trim().is_empty(), "--user must not be empty");
-            let pool = wacheck_store::connect(&config.database_url, 2)
-                .await
-                .context("connecting to Postgres")?;
-            wacheck_store::MIGRATOR
-                .run(&pool)
-                .await
-                .context("applying migrations")?;
+            let pool = open_db(&config).await?;
             let key = wacheck_store::keys::create(&pool, user.trim()).await?;
             println!("{key}");
         }

@@ -396,11 +396,13 @@ async fn hundred_thousand_numbers_s3_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn separate_api_and_worker_processes_share_the_work() {
     use wacheck::app::{App, Role};
-    // The test service plus two worker-only services on the same database, queue and bucket.
-    let env = TestEnv::start_with(Store::S3, |c| {
+    // An API-only service and two worker-only services on the same database, queue and bucket;
+    // each worker takes one job at a time, so both must take part.
+    let env = TestEnv::start_role(Store::S3, Role::Api, |c| {
         c.sim.latency_ms = 20;
         c.sim.batch = 25;
         c.pipeline.window = 4;
+        c.pipeline.concurrency = 1;
     })
     .await;
     let mut workers = Vec::new();

@@ -165,6 +165,10 @@ impl TestEnv {
     }
 
     pub async fn start_with(store: Store, tweak: impl FnOnce(&mut Config)) -> TestEnv {
+        Self::start_role(store, Role::All, tweak).await
+    }
+
+    pub async fn start_role(store: Store, role: Role, tweak: impl FnOnce(&mut Config)) -> TestEnv {
         let db_name = unique("wacheck_test_");
         let admin = sqlx::PgPool::connect(&format!("{}/postgres", admin_url()))
             .await
@@ -212,7 +216,7 @@ impl TestEnv {
         &self.app().pool
     }
 
-    /// Numbers the simulated backend was asked about so far.
+    /// Numbers the simulated backend of the test's own process was asked about so far.
     pub fn backend_numbers(&self) -> u64 {
         self.app().simulated.as_ref().unwrap().numbers_checked()
     }
