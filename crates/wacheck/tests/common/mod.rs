@@ -189,7 +189,7 @@ impl TestEnv {
             config.s3 = Some(s3.config(&unique("b")));
         }
         tweak(&mut config);
-        let app = App::start(config.clone(), Role::All)
+        let app = App::start(config.clone(), role)
             .await
             .expect("service starts");
         let key = wacheck_store::keys::create(&app.pool, USER).await.unwrap();
