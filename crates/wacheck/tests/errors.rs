@@ -21,6 +21,16 @@ async fn assert_refused(env: &TestEnv, got: (u16, Value), status: u16, code: &st
     assert_eq!(env.count("task_rows").await, 0);
 }
 
+/// key, task kind, file part, form fields, expected status and code.
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    Option<(&'a str, Vec<u8>)>,
+    &'a [(&'a str, &'a str)],
+    u16,
+    &'a str,
+);
+
 fn file(bytes: &[u8]) -> Option<(&'static str, Vec<u8>)> {
     Some(("n.txt", bytes.to_vec()))
 }
@@ -29,78 +39,31 @@ fn file(bytes: &[u8]) -> Option<(&'static str, Vec<u8>)> {
 async fn upload_refusals() {
     let env = TestEnv::start_with(Store::Local, |c| c.api.max_upload_bytes = 64 * 1024).await;
     let ok = file(b"+41798284651\n");
-    let me = [("user_id", USER)];
-
-    let r = env.upload_as("", "simple", ok.clone(), &me).await;
-    assert_refused(&env, r, 401, "unauthorized").await;
-    let r = env.upload_as("wck_0000", "simple", ok.clone(), &me).await;
-    assert_refused(&env, r, 401, "unauthorized").await;
-    let r = env.upload_as(&env.key, "simple", ok.clone(), &[]).await;
-    assert_refused(&env, r, 400, "missing_parameter").await;
-    let r = env
-        .upload_as(&env.key, "simple", ok.clone(), &[("user_id", OTHER)])
-        .await;
-    assert_refused(&env, r, 404, "not_found").await;
-    let r = env.upload_as(&env.key, "simple", None, &me).await;
-    assert_refused(&env, r, 400, "missing_file").await;
-    let r = env.upload_as(&env.key, "simple", file(b""), &me).await;
-    assert_refused(&env, r, 400, "no_numbers").await;
-    let r = env
-        .upload_as(&env.key, "simple", file(b"hello\nworld\n"), &me)
-        .await;
-    assert_refused(&env, r, 400, "no_numbers").await;
-    let r = env
-        .upload_as(
-            &env.key,
-            "simple",
-            file(b"\x00\x01\x02\x03binary\xff\xfe"),
-            &me,
-        )
-        .await;
-    assert_refused(&env, r, 400, "unsupported_file").await;
-    let r = env
-        .upload_as(
-            &env.key,
-            "simple",
-            Some(("n.xlsx", b"+41798284651\n".to_vec())),
-            &me,
-        )
-        .await;
-    assert_refused(&env, r, 400, "invalid_xlsx").await;
-    let r = env
-        .upload_as(
-            &env.key,
-            "simple",
-            Some(("n.xlsx", b"PK\x03\x04broken zip".to_vec())),
-            &me,
-        )
-        .await;
-    assert_refused(&env, r, 400, "invalid_xlsx").await;
-    let r = env
-        .upload_as(
-            &env.key,
-            "simple",
-            ok.clone(),
-            &[("user_id", USER), ("default_region", "XX1")],
-        )
-        .await;
-    assert_refused(&env, r, 400, "invalid_default_region").await;
-    let r = env
-        .upload_as(
-            &env.key,
-            "simple",
-            ok.clone(),
-            &[("user_id", USER), ("result_format", "pdf")],
-        )
-        .await;
-    assert_refused(&env, r, 400, "invalid_result_format").await;
+    let me: &[(&str, &str)] = &[("user_id", USER)];
+    let key = env.key.as_str();
     let big = "+41798284651\n".repeat(10_000).into_bytes();
-    let r = env
-        .upload_as(&env.key, "simple", Some(("n.txt", big)), &me)
-        .await;
-    assert_refused(&env, r, 413, "payload_too_large").await;
-    let r = env.upload_as(&env.key, "bulk", ok.clone(), &me).await;
-    assert_refused(&env, r, 404, "not_found").await;
+    let xlsx = |b: &[u8]| Some(("n.xlsx", b.to_vec()));
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        ("", "simple", ok.clone(), me, 401, "unauthorized"),
+        ("wck_0000", "simple", ok.clone(), me, 401, "unauthorized"),
+        (key, "simple", ok.clone(), &[], 400, "missing_parameter"),
+        (key, "simple", ok.clone(), &[("user_id", OTHER)], 404, "not_found"),
+        (key, "simple", None, me, 400, "missing_file"),
+        (key, "simple", file(b""), me, 400, "no_numbers"),
+        (key, "simple", file(b"hello\nworld\n"), me, 400, "no_numbers"),
+        (key, "simple", file(b"\x00\x01\x02\x03binary\xff\xfe"), me, 400, "unsupported_file"),
+        (key, "simple", xlsx(b"+41798284651\n"), me, 400, "invalid_xlsx"),
+        (key, "simple", xlsx(b"PK\x03\x04broken zip"), me, 400, "invalid_xlsx"),
+        (key, "simple", ok.clone(), &[("user_id", USER), ("default_region", "XX1")], 400, "invalid_default_region"),
+        (key, "simple", ok.clone(), &[("user_id", USER), ("result_format", "pdf")], 400, "invalid_result_format"),
+        (key, "simple", Some(("n.txt", big)), me, 413, "payload_too_large"),
+        (key, "bulk", ok.clone(), me, 404, "not_found"),
+    ];
+    for (key, kind, file, fields, status, code) in cases {
+        let r = env.upload_as(key, kind, file, fields).await;
+        assert_refused(&env, r, status, code).await;
+    }
 
     // Not multipart at all.
     let resp = env
