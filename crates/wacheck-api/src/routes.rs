@@ -11,7 +11,15 @@ use crate::auth::AuthUser;
 use crate::{ApiError, AppState, ingest};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health))
+    // Malformed query strings and unknown routes get the same JSON error shape as everything else.
+    let bad_query = |e: actix_web::error::QueryPayloadError, _: &HttpRequest| {
+        ApiError::bad("invalid_parameter", format!("invalid query string: {e}")).into()
+    };
+    cfg.app_data(web::QueryConfig::default().error_handler(bad_query))
+        .default_service(web::to(|| async {
+            Err::<HttpResponse, _>(ApiError::NotFound("no such route: see docs/api.md".into()))
+        }))
+        .route("/health", web::get().to(health))
         .route("/wa/api/{kind}/tasks", web::post().to(create_task))
         .route("/wa/api/{kind}/tasks/{task_id}", web::get().to(get_task))
         .route("/files/{key:.*}", web::get().to(download));

@@ -99,64 +99,19 @@ async fn status_refusals_never_leak_other_users_tasks() {
     };
     let (s, _) = get(env.key.clone(), "simple", id.into(), USER).await;
     assert_eq!(s, 200);
-    for (key, kind, id, user, status, code) in [
-        (
-            env.other_key.clone(),
-            "simple",
-            id.to_string(),
-            OTHER,
-            404,
-            "not_found",
-        ),
-        (
-            env.other_key.clone(),
-            "simple",
-            id.to_string(),
-            USER,
-            404,
-            "not_found",
-        ),
-        (
-            env.key.clone(),
-            "simple",
-            id.to_string(),
-            OTHER,
-            404,
-            "not_found",
-        ),
-        (
-            env.key.clone(),
-            "detail",
-            id.to_string(),
-            USER,
-            404,
-            "not_found",
-        ),
-        (
-            env.key.clone(),
-            "simple",
-            "01J00000000000000000000000".into(),
-            USER,
-            404,
-            "not_found",
-        ),
-        (
-            env.key.clone(),
-            "simple",
-            "not-a-ulid".into(),
-            USER,
-            404,
-            "not_found",
-        ),
-        (
-            "nope".into(),
-            "simple",
-            id.to_string(),
-            USER,
-            401,
-            "unauthorized",
-        ),
-    ] {
+    let (me, other) = (env.key.clone(), env.other_key.clone());
+    let unknown = "01J00000000000000000000000".to_string();
+    #[rustfmt::skip]
+    let cases = [
+        (other.clone(), "simple", id.to_string(), OTHER, 404, "not_found"),
+        (other.clone(), "simple", id.to_string(), USER, 404, "not_found"),
+        (me.clone(), "simple", id.to_string(), OTHER, 404, "not_found"),
+        (me.clone(), "detail", id.to_string(), USER, 404, "not_found"),
+        (me.clone(), "simple", unknown, USER, 404, "not_found"),
+        (me.clone(), "simple", "not-a-ulid".into(), USER, 404, "not_found"),
+        ("nope".into(), "simple", id.to_string(), USER, 401, "unauthorized"),
+    ];
+    for (key, kind, id, user, status, code) in cases {
         let (s, body) = get(key, kind, id, user).await;
         assert_eq!(
             (s, body["code"].as_str().unwrap()),
@@ -201,6 +156,39 @@ async fn local_links_refuse_tampering_and_expire() {
     let resp = env.http.get(&url).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 403);
     assert_eq!(resp.json::<Value>().await.unwrap()["code"], "link_expired");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_and_bad_query_strings_get_the_json_error_shape() {
+    let env = TestEnv::start(Store::Local).await;
+    for (url, status, code) in [
+        (format!("{}/nope", env.base), 404, "not_found"),
+        (
+            format!("{}/wa/api/simple/tasks", env.base),
+            404,
+            "not_found",
+        ),
+        (
+            format!("{}/files/results/x.xlsx", env.base),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            format!(
+                "{}/files/results/x.xlsx?filename=x&expires=soon&sig=00",
+                env.base
+            ),
+            400,
+            "invalid_parameter",
+        ),
+    ] {
+        let resp = env.http.get(&url).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{url}");
+        let body: Value = resp.json().await.expect("a JSON body");
+        assert_eq!(body["code"], code, "{url}: {body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
     env.stop().await;
 }
 
