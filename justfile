@@ -21,14 +21,30 @@ run: deps
     cargo build --release --bin wacheck
     scripts/demo
 
-# The whole test suite against real Postgres, Redis and S3 (s3s-fs).
+# The whole test suite against real Postgres, Redis and S3 (s3s-fs), then the fault tests.
 test: deps
     scripts/drop-test-databases
     if cargo nextest --version >/dev/null 2>&1; then \
-        cargo nextest run --workspace --no-fail-fast --test-threads 4; \
+        cargo nextest run --workspace --no-fail-fast --test-threads 4 -E 'not binary(chaos)'; \
     else \
-        cargo test --workspace --no-fail-fast -- --test-threads 4; \
+        cargo test --workspace --no-fail-fast --lib --bins --test pipeline --test errors \
+            --test blob --test lifecycle -- --test-threads 4; \
     fi
+    just chaos
+
+# Fault tests, one at a time: workers killed, Redis and Postgres restarted, storage down,
+# backend faults, SIGTERM (private Redis and Postgres servers; only 127.0.0.1).
+chaos: deps
+    if cargo nextest --version >/dev/null 2>&1; then \
+        cargo nextest run -p wacheck --test chaos --no-fail-fast --test-threads 1; \
+    else \
+        cargo test -p wacheck --test chaos --no-fail-fast -- --test-threads 1; \
+    fi
+
+# Load run (release build): one API and two worker processes, 50 concurrent uploads of 10,000
+# numbers under 500 status polls per second (wrk) for 60 s. Figures go to docs/benchmarks.md.
+load: deps
+    cargo test --release -p wacheck --test load -- --ignored --nocapture --test-threads 1
 
 # Formatting and lints, as CI runs them.
 lint:

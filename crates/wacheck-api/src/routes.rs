@@ -22,6 +22,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/health", web::get().to(health))
         .route("/wa/api/{kind}/tasks", web::post().to(create_task))
         .route("/wa/api/{kind}/tasks/{task_id}", web::get().to(get_task))
+        .route(
+            "/wa/api/{kind}/tasks/{task_id}",
+            web::delete().to(cancel_task),
+        )
+        .route(
+            "/wa/api/{kind}/tasks/{task_id}/cancel",
+            web::post().to(cancel_task),
+        )
+        .route(
+            "/wa/api/{kind}/tasks/{task_id}/export",
+            web::post().to(export_task),
+        )
         .route("/files/{key:.*}", web::get().to(download));
 }
 
@@ -40,6 +52,77 @@ pub struct TaskView {
     pub result_url: Option<String>,
     pub kind: TaskKind,
     pub simulated: bool,
+    /// Rows whose number ended `unknown` (part of `failure`).
+    pub unknown: i64,
+    /// What the task is doing or why it ended as it did, in words.
+    pub message: String,
+    /// The last error that affected the task (backend or storage), when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancelled_at: Option<String>,
+}
+
+/// No progress for this long while numbers are still open counts as a stall worth saying.
+const STALL_SECS: i64 = 60;
+/// How the worker words a failed export (see `lifecycle::export_failed`).
+const EXPORT_FAILED: &str = wacheck_store::lifecycle::EXPORT_FAILED;
+
+/// The task's state in words: what it does now, what it waits for, or why it ended so.
+fn message(t: &TaskRecord, now: DateTime<Utc>, working: bool) -> String {
+    let answered = t.success + t.failure;
+    let recent_error = t.last_error.as_deref().filter(|_| {
+        t.last_error_at
+            .is_some_and(|at| (now - at).num_seconds() < STALL_SECS)
+    });
+    let idle = (now - t.updated_at).num_seconds();
+    match t.status {
+        TaskStatus::Pending | TaskStatus::Processing => {
+            let mut m = if t.status == TaskStatus::Pending {
+                "queued: waiting for a worker".to_owned()
+            } else {
+                format!("checking: {answered} of {} rows answered", t.total)
+            };
+            if let Some(e) = recent_error {
+                m.push_str(&format!("; the backend is failing, retrying: {e}"));
+            } else if idle >= STALL_SECS && working {
+                m.push_str("; a worker holds its next numbers (waiting for account budget)");
+            } else if idle >= STALL_SECS {
+                m.push_str(&format!(
+                    "; no progress for {idle} s: no worker is taking this task's work \
+                     (are workers running, and can they reach Redis and Postgres?)"
+                ));
+            }
+            m
+        }
+        TaskStatus::Completed => match recent_error.filter(|e| e.starts_with(EXPORT_FAILED)) {
+            Some(e) => format!("all rows answered; writing the result file, retrying: {e}"),
+            None => "all rows answered; writing the result file".to_owned(),
+        },
+        TaskStatus::Exported if t.unknown > 0 => format!(
+            "done; {} of {} rows are unknown because the backend gave no answer{}",
+            t.unknown,
+            t.total,
+            t.last_error
+                .as_deref()
+                .map(|e| format!(" (last error: {e})"))
+                .unwrap_or_default()
+        ),
+        TaskStatus::Exported => "done".to_owned(),
+        TaskStatus::Cancelled => {
+            let file = if t.result_key.is_some() {
+                "the result file holds them, the rest `unchecked`"
+            } else if t.export_enqueued_at.is_some() {
+                "their result file is being written"
+            } else {
+                "POST .../export to get them as a result file"
+            };
+            format!(
+                "cancelled; {answered} of {} rows were answered: {file}",
+                t.total
+            )
+        }
+    }
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -48,7 +131,7 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 
 async fn view(state: &AppState, t: TaskRecord) -> Result<TaskView, ApiError> {
     let result_url = match (&t.status, &t.result_key) {
-        (TaskStatus::Exported, Some(key)) => {
+        (TaskStatus::Exported | TaskStatus::Cancelled, Some(key)) => {
             let name = format!("{}.{}", t.id, t.result_format.extension());
             let url = state
                 .blob
@@ -59,7 +142,17 @@ async fn view(state: &AppState, t: TaskRecord) -> Result<TaskView, ApiError> {
         }
         _ => None,
     };
+    let now = Utc::now();
+    // Only a task without progress for a while costs the extra look at its leases.
+    let working = t.status.is_checking()
+        && (now - t.updated_at).num_seconds() >= STALL_SECS
+        && wacheck_store::lifecycle::has_live_lease(&state.pool, t.id).await?;
+    let message = message(&t, now, working);
     Ok(TaskView {
+        message,
+        unknown: t.unknown,
+        last_error: t.last_error.clone(),
+        cancelled_at: t.cancelled_at.map(rfc3339),
         created_at: rfc3339(t.created_at),
         updated_at: rfc3339(t.updated_at),
         task_id: t.id.to_string(),
@@ -112,13 +205,14 @@ struct UserQuery {
     user_id: Option<String>,
 }
 
-async fn get_task(
-    state: web::Data<AppState>,
-    user: AuthUser,
-    path: web::Path<(String, String)>,
-    query: web::Query<UserQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let (kind, task_id) = path.into_inner();
+/// The caller's task named by the path (`user_id` in the query must be the caller).
+async fn own_task(
+    state: &AppState,
+    user: &AuthUser,
+    path: (String, String),
+    query: &UserQuery,
+) -> Result<TaskRecord, ApiError> {
+    let (kind, task_id) = path;
     let kind = kind_of(&kind)?;
     let user_id = query
         .user_id
@@ -133,10 +227,78 @@ async fn get_task(
     user.require(user_id)?;
     let id: TaskId = task_id.parse().map_err(|_| ApiError::task_not_found())?;
     let task = wacheck_store::tasks::get(&state.pool, id).await?;
-    let task = task
-        .filter(|t| t.user_id == user.0 && t.kind == kind)
-        .ok_or_else(ApiError::task_not_found)?;
+    task.filter(|t| t.user_id == user.0 && t.kind == kind)
+        .ok_or_else(ApiError::task_not_found)
+}
+
+async fn get_task(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(String, String)>,
+    query: web::Query<UserQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let task = own_task(&state, &user, path.into_inner(), &query).await?;
     Ok(HttpResponse::Ok().json(view(&state, task).await?))
+}
+
+/// Re-reads a task after a change and shows it.
+async fn fresh_view(state: &AppState, id: TaskId) -> Result<HttpResponse, ApiError> {
+    let task = wacheck_store::tasks::get(&state.pool, id)
+        .await?
+        .ok_or_else(ApiError::task_not_found)?;
+    Ok(HttpResponse::Ok().json(view(state, task).await?))
+}
+
+/// `DELETE .../tasks/{id}` or `POST .../tasks/{id}/cancel`: stop checking; what was checked
+/// stays and can be exported.
+async fn cancel_task(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(String, String)>,
+    query: web::Query<UserQuery>,
+) -> Result<HttpResponse, ApiError> {
+    use wacheck_store::lifecycle::Cancel;
+    let task = own_task(&state, &user, path.into_inner(), &query).await?;
+    match wacheck_store::lifecycle::cancel(&state.pool, task.id).await? {
+        Cancel::Cancelled | Cancel::AlreadyCancelled => fresh_view(&state, task.id).await,
+        Cancel::Finished => Err(ApiError::Conflict {
+            code: "task_finished",
+            message: "every number of this task was checked already; nothing to cancel".into(),
+        }),
+        Cancel::NotFound => Err(ApiError::task_not_found()),
+    }
+}
+
+/// `POST .../tasks/{id}/export`: the result file of a cancelled task (what was checked).
+async fn export_task(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(String, String)>,
+    query: web::Query<UserQuery>,
+) -> Result<HttpResponse, ApiError> {
+    use wacheck_store::lifecycle::ExportRequest;
+    let task = own_task(&state, &user, path.into_inner(), &query).await?;
+    match wacheck_store::lifecycle::request_export(&state.pool, task.id).await? {
+        ExportRequest::Queued => {
+            let pushes = wacheck_store::chunks::Pushes {
+                chunks: Vec::new(),
+                exports: vec![task.id],
+            };
+            // The reconciler re-pushes it if this push is lost.
+            if let Err(e) = state.queue.push_all(&pushes).await {
+                tracing::warn!("queueing the export of {}: {e:#}", task.id);
+            }
+            fresh_view(&state, task.id).await
+        }
+        ExportRequest::Nothing => fresh_view(&state, task.id).await,
+        ExportRequest::StillChecking => Err(ApiError::Conflict {
+            code: "task_not_finished",
+            message: "this task is still being checked; it exports by itself when done \
+                      (cancel it first to export what was checked so far)"
+                .into(),
+        }),
+        ExportRequest::NotFound => Err(ApiError::task_not_found()),
+    }
 }
 
 #[derive(Serialize)]

@@ -4,13 +4,15 @@
 //! About text = SIGNATURES[(h >> 32) % 5], its date = 2020-01-01 + (h >> 40) % 1800 days,
 //! business = (h >> 20) % 10 == 0.
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use rand::Rng;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use wacheck_core::E164;
 
 use crate::{BackendError, CheckBackend, CheckResult, Details, Presence};
@@ -52,7 +54,93 @@ pub fn rule(number: &str, registered_percent: u8) -> Simulated {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A misbehaviour of the simulated server, for fault tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Answers "rate limited" with a backoff of 100 ms.
+    RateLimited,
+    /// Never answers (the caller's timeout has to end the call).
+    Timeout,
+    /// Fails with a transient server error.
+    Error,
+    /// Answers with a body that does not match the request (one result too few).
+    Malformed,
+    /// The account is logged out.
+    Account,
+}
+
+/// Faults for the first calls, in order: `"rate_limited:3,timeout:1,malformed:2"` makes calls
+/// 1-3 rate limited, call 4 hang, calls 5-6 malformed, and every later call normal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FaultPlan(pub Vec<(Fault, u64)>);
+
+impl std::str::FromStr for FaultPlan {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut plan = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, count) = part.split_once(':').unwrap_or((part, "1"));
+            let fault = match name.trim() {
+                "rate_limited" => Fault::RateLimited,
+                "timeout" => Fault::Timeout,
+                "error" => Fault::Error,
+                "malformed" => Fault::Malformed,
+                "account" => Fault::Account,
+                other => return Err(format!("unknown fault `{other}`")),
+            };
+            let count = count
+                .trim()
+                .parse()
+                .map_err(|_| format!("bad count in fault `{part}`"))?;
+            plan.push((fault, count));
+        }
+        Ok(FaultPlan(plan))
+    }
+}
+
+impl<'de> Deserialize<'de> for FaultPlan {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for FaultPlan {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(f, n)| {
+                let name = match f {
+                    Fault::RateLimited => "rate_limited",
+                    Fault::Timeout => "timeout",
+                    Fault::Error => "error",
+                    Fault::Malformed => "malformed",
+                    Fault::Account => "account",
+                };
+                format!("{name}:{n}")
+            })
+            .collect();
+        s.serialize_str(&parts.join(","))
+    }
+}
+
+impl FaultPlan {
+    /// The fault of call number `call` (0-based), if any.
+    pub fn at(&self, call: u64) -> Option<Fault> {
+        let mut end = 0;
+        for &(fault, n) in &self.0 {
+            end += n;
+            if call < end {
+                return Some(fault);
+            }
+        }
+        None
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimConfig {
     /// Share of numbers on WhatsApp, in percent.
@@ -63,6 +151,11 @@ pub struct SimConfig {
     pub fail_percent: u8,
     /// Numbers per check call.
     pub batch: usize,
+    /// Faults of the first calls (fault tests), e.g. `"rate_limited:3,timeout:1"`.
+    pub faults: FaultPlan,
+    /// A file to which every answered check call appends its numbers, one per line (fault
+    /// tests count the budget spent across processes with it).
+    pub ledger: Option<PathBuf>,
 }
 
 impl Default for SimConfig {
@@ -72,6 +165,8 @@ impl Default for SimConfig {
             latency_ms: 0,
             fail_percent: 0,
             batch: 100,
+            faults: FaultPlan::default(),
+            ledger: None,
         }
     }
 }
@@ -83,6 +178,7 @@ pub struct SimulatedBackend {
     checked: AtomicU64,
     check_calls: AtomicU64,
     detail_lookups: AtomicU64,
+    calls: AtomicU64,
 }
 
 impl SimulatedBackend {
@@ -106,9 +202,31 @@ impl SimulatedBackend {
         self.detail_lookups.load(Ordering::Relaxed)
     }
 
-    async fn call(&self) -> Result<(), BackendError> {
+    /// One call's latency and faults; `Ok(true)` asks for a malformed answer.
+    async fn call(&self) -> Result<bool, BackendError> {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
         if self.config.latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(self.config.latency_ms)).await;
+        }
+        match self.config.faults.at(n) {
+            Some(Fault::RateLimited) => {
+                return Err(BackendError::RateLimited {
+                    backoff: Some(Duration::from_millis(100)),
+                });
+            }
+            Some(Fault::Timeout) => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            Some(Fault::Error) => {
+                return Err(BackendError::Transient(
+                    "simulated server error (HTTP 500)".into(),
+                ));
+            }
+            Some(Fault::Account) => {
+                return Err(BackendError::Account("simulated: logged out".into()));
+            }
+            Some(Fault::Malformed) => return Ok(true),
+            None => {}
         }
         let fail = self.config.fail_percent > 0
             && rand::rng().random_range(0..100u8) < self.config.fail_percent;
@@ -117,7 +235,27 @@ impl SimulatedBackend {
                 "simulated transient failure".into(),
             ));
         }
-        Ok(())
+        Ok(false)
+    }
+
+    fn write_ledger(&self, numbers: &[E164]) {
+        let Some(path) = &self.config.ledger else {
+            return;
+        };
+        let mut buf = String::with_capacity(numbers.len() * 16);
+        for n in numbers {
+            buf.push_str(n.as_str());
+            buf.push('\n');
+        }
+        // One append per call: O_APPEND keeps lines of concurrent processes whole.
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(buf.as_bytes()));
+        if let Err(e) = written {
+            tracing::warn!("writing the simulation ledger {}: {e}", path.display());
+        }
     }
 }
 
@@ -139,8 +277,14 @@ impl CheckBackend for SimulatedBackend {
         self.check_calls.fetch_add(1, Ordering::Relaxed);
         self.checked
             .fetch_add(numbers.len() as u64, Ordering::Relaxed);
-        self.call().await?;
-        Ok(numbers
+        let malformed = self.call().await?;
+        let answered = if malformed {
+            &numbers[..numbers.len().saturating_sub(1)]
+        } else {
+            self.write_ledger(numbers);
+            numbers
+        };
+        Ok(answered
             .iter()
             .map(|n| {
                 let r = rule(n.as_str(), self.config.registered_percent);
@@ -164,8 +308,13 @@ impl CheckBackend for SimulatedBackend {
     async fn details(&self, numbers: &[E164]) -> Result<Vec<Details>, BackendError> {
         self.detail_lookups
             .fetch_add(numbers.len() as u64, Ordering::Relaxed);
-        self.call().await?;
-        Ok(numbers
+        let malformed = self.call().await?;
+        let answered = if malformed {
+            &numbers[..numbers.len().saturating_sub(1)]
+        } else {
+            numbers
+        };
+        Ok(answered
             .iter()
             .map(|n| {
                 let r = rule(n.as_str(), self.config.registered_percent);
@@ -225,5 +374,38 @@ mod tests {
             Err(BackendError::Transient(_))
         ));
         assert_eq!(b.numbers_checked(), 1);
+    }
+
+    #[tokio::test]
+    async fn fault_plan_misbehaves_then_recovers() {
+        let plan: FaultPlan = "rate_limited:2, malformed, account:1".parse().unwrap();
+        assert_eq!(plan.at(0), Some(Fault::RateLimited));
+        assert_eq!(plan.at(2), Some(Fault::Malformed));
+        assert_eq!(plan.at(3), Some(Fault::Account));
+        assert_eq!(plan.at(4), None);
+        assert!("nonsense:1".parse::<FaultPlan>().is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = dir.path().join("ledger");
+        let b = SimulatedBackend::new(SimConfig {
+            faults: plan,
+            ledger: Some(ledger.clone()),
+            ..Default::default()
+        });
+        let n = [
+            E164::from_canonical("+41798284651").unwrap(),
+            E164::from_canonical("+41798284652").unwrap(),
+        ];
+        for _ in 0..2 {
+            assert!(matches!(
+                b.check(&n).await,
+                Err(BackendError::RateLimited { backoff: Some(_) })
+            ));
+        }
+        assert_eq!(b.check(&n).await.unwrap().len(), 1, "malformed: one short");
+        assert!(matches!(b.check(&n).await, Err(BackendError::Account(_))));
+        assert_eq!(b.check(&n).await.unwrap().len(), 2);
+        // Only the answered call is in the ledger.
+        let lines = std::fs::read_to_string(&ledger).unwrap();
+        assert_eq!(lines, "+41798284651\n+41798284652\n");
     }
 }

@@ -75,12 +75,14 @@ str_enum!(
 );
 
 str_enum!(
-    /// pending -> processing -> completed -> exported.
+    /// pending -> processing -> completed -> exported; or cancelled by the user before the
+    /// last chunk was checked.
     TaskStatus {
         Pending => "pending",
         Processing => "processing",
         Completed => "completed",
         Exported => "exported",
+        Cancelled => "cancelled",
     }
 );
 
@@ -89,9 +91,9 @@ str_enum!(
 );
 
 impl TaskStatus {
-    /// Whether the pipeline still owes this task work.
-    pub fn is_unfinished(self) -> bool {
-        !matches!(self, TaskStatus::Exported)
+    /// Whether workers still check numbers of this task.
+    pub fn is_checking(self) -> bool {
+        matches!(self, TaskStatus::Pending | TaskStatus::Processing)
     }
 }
 

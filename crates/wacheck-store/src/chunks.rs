@@ -117,13 +117,15 @@ pub struct Claim {
 }
 
 /// Takes the lease of a chunk for `owner` (unique per attempt). `None` when the chunk is done,
-/// its task is gone or a live lease is held by anyone.
+/// its task is gone or no longer checked, a live lease is held by anyone, or it was taken
+/// `max_attempts` times already (the reconciler gives such a chunk up).
 pub async fn claim(
     pool: &PgPool,
     task: TaskId,
     chunk: i32,
     owner: &str,
     lease: std::time::Duration,
+    max_attempts: u32,
 ) -> Result<Option<Claim>> {
     let id = task.to_string();
     let mut tx = pool.begin().await?;
@@ -133,13 +135,14 @@ pub async fn claim(
          FROM tasks t \
          WHERE c.task_id = $1 AND c.chunk_no = $2 AND t.id = c.task_id \
            AND t.status IN ('pending', 'processing') AND c.done_at IS NULL \
-           AND (c.leased_until IS NULL OR c.leased_until < now()) \
+           AND (c.leased_until IS NULL OR c.leased_until < now()) AND c.attempts < $5 \
          RETURNING t.kind, t.chunk_size",
     )
     .bind(&id)
     .bind(chunk)
     .bind(lease.as_secs_f64())
     .bind(owner)
+    .bind(max_attempts.max(1) as i32)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(claimed) = claimed else {
@@ -247,7 +250,8 @@ pub async fn store_outcomes(
              coalesce(sum(rows) FILTER (WHERE outcome = 'unknown'), 0) AS bad FROM upd), \
          t AS ( \
            UPDATE tasks SET success = success + sums.ok, failure = failure + sums.bad, \
-             updated_at = now() FROM sums WHERE id = $1 AND sums.numbers > 0) \
+             unknown = unknown + sums.bad, updated_at = now() \
+           FROM sums WHERE id = $1 AND sums.numbers > 0) \
          SELECT numbers FROM sums",
     )
     .bind(task.to_string())
@@ -326,9 +330,14 @@ pub async fn reconcile(
     for (t, c) in stale {
         pushes.chunks.push((parse_id(&t)?, c));
     }
+    // Exports: lost ones after `requeue_after`, failed ones when their retry is due.
     let exports: Vec<String> = sqlx::query_scalar(
-        "UPDATE tasks SET export_enqueued_at = now() WHERE status = 'completed' \
-         AND export_enqueued_at < now() - make_interval(secs => $1) RETURNING id",
+        "UPDATE tasks SET export_enqueued_at = now(), export_retry_at = NULL \
+         WHERE status IN ('completed', 'cancelled') AND result_key IS NULL \
+           AND export_enqueued_at IS NOT NULL \
+           AND (export_retry_at < now() OR (export_retry_at IS NULL \
+                AND export_enqueued_at < now() - make_interval(secs => $1))) \
+         RETURNING id",
     )
     .bind(secs)
     .fetch_all(pool)
@@ -381,11 +390,13 @@ pub fn result_rows(pool: &PgPool, task: TaskId) -> impl Stream<Item = Result<Res
     })
 }
 
-/// completed -> exported, recording where the file is. False when it was not `completed`.
+/// completed -> exported, recording where the file is; a cancelled task keeps its status and
+/// gets the file. False when it was neither.
 pub async fn mark_exported(pool: &PgPool, task: TaskId, key: &str) -> Result<bool> {
     let r = sqlx::query(
-        "UPDATE tasks SET status = 'exported', result_key = $2, exported_at = now(), \
-         updated_at = now() WHERE id = $1 AND status = 'completed'",
+        "UPDATE tasks SET status = CASE status WHEN 'completed' THEN 'exported' ELSE status END, \
+           result_key = $2, exported_at = now(), updated_at = now(), export_retry_at = NULL \
+         WHERE id = $1 AND status IN ('completed', 'cancelled')",
     )
     .bind(task.to_string())
     .bind(key)

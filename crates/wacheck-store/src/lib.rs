@@ -7,6 +7,7 @@
 pub mod chunks;
 pub mod copy;
 pub mod keys;
+pub mod lifecycle;
 pub mod tasks;
 
 pub use sqlx::PgPool;

@@ -85,12 +85,21 @@ pub struct TaskRecord {
     pub result_key: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Rows whose number ended `unknown` (part of `failure`).
+    pub unknown: i64,
+    /// The last thing that went wrong for this task, and when.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    /// When an export was last asked for (set while one is pending or done).
+    pub export_enqueued_at: Option<DateTime<Utc>>,
 }
 
 macro_rules! task_columns {
     () => {
         "id, user_id, kind, status, result_format, total, invalid, distinct_numbers, success, \
-         failure, chunk_size, chunk_count, chunks_done, result_key, created_at, updated_at"
+         failure, chunk_size, chunk_count, chunks_done, result_key, created_at, updated_at, \
+         unknown, last_error, last_error_at, cancelled_at, export_enqueued_at"
     };
 }
 
@@ -117,6 +126,11 @@ fn task_from_row(row: &sqlx::postgres::PgRow) -> Result<TaskRecord> {
         result_key: row.try_get("result_key")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        unknown: row.try_get("unknown")?,
+        last_error: row.try_get("last_error")?,
+        last_error_at: row.try_get("last_error_at")?,
+        cancelled_at: row.try_get("cancelled_at")?,
+        export_enqueued_at: row.try_get("export_enqueued_at")?,
     })
 }
 

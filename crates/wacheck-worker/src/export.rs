@@ -37,7 +37,8 @@ pub fn header(kind: TaskKind) -> &'static [&'static str] {
 pub fn cells(kind: TaskKind, row: &ResultRow) -> Vec<String> {
     let (number, whatsapp) = match (&row.e164, &row.outcome) {
         (Some(e164), Some(outcome)) => (e164.clone(), outcome.clone()),
-        (Some(e164), None) => (e164.clone(), "unknown".to_owned()),
+        // Only a cancelled task has numbers nobody checked.
+        (Some(e164), None) => (e164.clone(), "unchecked".to_owned()),
         (None, _) => (
             neutralize_formula(row.raw.as_deref().unwrap_or_default()).into_owned(),
             "invalid".to_owned(),
@@ -146,7 +147,13 @@ pub async fn export_task(p: &Pipeline, task: TaskId) -> anyhow::Result<()> {
     let Some(record) = tasks::get(&p.pool, task).await? else {
         return Ok(());
     };
-    if record.status != TaskStatus::Completed {
+    // A completed task, or a cancelled one whose user asked for what was checked.
+    let wanted = match record.status {
+        TaskStatus::Completed => true,
+        TaskStatus::Cancelled => record.export_enqueued_at.is_some(),
+        _ => false,
+    };
+    if !wanted || record.result_key.is_some() {
         return Ok(());
     }
     let dir = tempfile::tempdir().context("creating a temporary directory")?;

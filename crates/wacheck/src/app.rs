@@ -112,14 +112,14 @@ impl App {
         }
 
         let worker = matches!(role, Role::All | Role::Worker).then(|| {
-            spawn_worker(Arc::new(Pipeline {
-                pool: pool.clone(),
-                queue: queue.clone(),
-                blob: blob.clone(),
-                accounts: accounts.clone(),
-                settings: config.pipeline.clone(),
-                owner: worker_name(),
-            }))
+            spawn_worker(Arc::new(Pipeline::new(
+                pool.clone(),
+                queue.clone(),
+                blob.clone(),
+                accounts.clone(),
+                config.pipeline.clone(),
+                worker_name(),
+            )))
         });
 
         let mut addr = None;

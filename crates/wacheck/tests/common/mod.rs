@@ -18,6 +18,26 @@ use wacheck_core::Normalizer;
 pub const USER: &str = "alice";
 pub const OTHER: &str = "bob";
 
+pub mod procs;
+
+/// Where a test's Postgres and Redis are: the machine's own, or private servers of a fault
+/// test.
+#[derive(Debug, Clone)]
+pub struct Infra {
+    /// Postgres URL without a database (`postgres://user@host:port`).
+    pub admin_url: String,
+    pub redis_url: String,
+}
+
+impl Default for Infra {
+    fn default() -> Self {
+        Infra {
+            admin_url: admin_url(),
+            redis_url: redis_url(),
+        }
+    }
+}
+
 fn admin_url() -> String {
     std::env::var("WACHECK_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
@@ -102,6 +122,36 @@ impl S3Server {
     }
 }
 
+impl S3Server {
+    pub fn port(&self) -> u16 {
+        self.endpoint.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// Stops the server: the endpoint refuses connections until `restart`.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and directory (the stored objects survive).
+    pub fn restart(&mut self) {
+        let port = self.port();
+        self.child = Command::new(s3s_binary())
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", S3_KEY, "--secret-key", S3_SECRET])
+            .arg(self._root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "s3s-fs did not restart");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for S3Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -125,7 +175,8 @@ pub struct TestEnv {
     pub config: Config,
     pub http: reqwest::Client,
     pub s3: Option<S3Server>,
-    _local_dir: tempfile::TempDir,
+    pub infra: Infra,
+    pub local_dir: tempfile::TempDir,
 }
 
 pub fn unique(prefix: &str) -> String {
@@ -169,8 +220,18 @@ impl TestEnv {
     }
 
     pub async fn start_role(store: Store, role: Role, tweak: impl FnOnce(&mut Config)) -> TestEnv {
+        Self::start_on(&Infra::default(), store, role, tweak).await
+    }
+
+    /// A service on the given Postgres and Redis.
+    pub async fn start_on(
+        infra: &Infra,
+        store: Store,
+        role: Role,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestEnv {
         let db_name = unique("wacheck_test_");
-        let admin = sqlx::PgPool::connect(&format!("{}/postgres", admin_url()))
+        let admin = sqlx::PgPool::connect(&format!("{}/postgres", infra.admin_url))
             .await
             .expect("postgres is running");
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
@@ -180,10 +241,11 @@ impl TestEnv {
         admin.close().await;
         let local_dir = tempfile::tempdir().unwrap();
         let mut config = test_config(
-            format!("{}/{db_name}", admin_url()),
+            format!("{}/{db_name}", infra.admin_url),
             unique("wt"),
             local_dir.path().join("results"),
         );
+        config.redis_url = infra.redis_url.clone();
         let s3 = (store == Store::S3).then(S3Server::start);
         if let Some(s3) = &s3 {
             config.s3 = Some(s3.config(&unique("b")));
@@ -204,7 +266,8 @@ impl TestEnv {
             config,
             http: reqwest::Client::new(),
             s3,
-            _local_dir: local_dir,
+            infra: infra.clone(),
+            local_dir,
         }
     }
 
@@ -305,6 +368,38 @@ impl TestEnv {
         }
     }
 
+    /// Polls until the task is exported, riding out a database or network outage (503s and
+    /// refused connections count as "not yet").
+    pub async fn wait_exported_through_faults(
+        &self,
+        kind: &str,
+        task_id: &str,
+        limit: Duration,
+    ) -> Value {
+        let deadline = Instant::now() + limit;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            let resp = self
+                .http
+                .get(format!("{}/wa/api/{kind}/tasks/{task_id}", self.base))
+                .query(&[("user_id", USER)])
+                .header("X-API-Key", &self.key)
+                .timeout(Duration::from_secs(15))
+                .send()
+                .await;
+            if let Ok(resp) = resp
+                && resp.status().as_u16() == 200
+            {
+                last = resp.json().await.unwrap_or(Value::Null);
+                if last["status"] == "exported" {
+                    return last;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("task not exported in time: {last}");
+    }
+
     pub async fn download(&self, url: &str) -> Vec<u8> {
         let resp = self.http.get(url).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 200, "download of {url}");
@@ -324,7 +419,9 @@ impl TestEnv {
             app.stop().await;
             let _ = queue.purge().await;
         }
-        if let Ok(admin) = sqlx::PgPool::connect(&format!("{}/postgres", admin_url())).await {
+        if let Ok(admin) =
+            sqlx::PgPool::connect(&format!("{}/postgres", self.infra.admin_url)).await
+        {
             let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 self.db_name
