@@ -237,6 +237,12 @@ pub async fn create_task(
             })?,
     };
 
+    // Parsing and storing take a turn; the upload's bytes are on disk already.
+    let _turn = state
+        .ingest_slots
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
     let mut handle = file.reopen().map_err(|e| ApiError::Internal(e.into()))?;
     let mut head = Vec::with_capacity(8192);
     (&mut handle)

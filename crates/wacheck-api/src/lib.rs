@@ -27,6 +27,10 @@ pub struct ApiSettings {
     pub max_rows: u64,
     /// Lifetime of a `result_url`, in seconds.
     pub result_url_ttl_secs: u64,
+    /// Uploads of one API process parsed and stored at once; more wait their turn (their bytes
+    /// are already on disk). Each holds a database connection for its whole transaction, so
+    /// this keeps connections free for status reads.
+    pub max_concurrent_ingests: usize,
 }
 
 impl Default for ApiSettings {
@@ -35,6 +39,7 @@ impl Default for ApiSettings {
             max_upload_bytes: 100 * 1024 * 1024,
             max_rows: 5_000_000,
             result_url_ttl_secs: 3600,
+            max_concurrent_ingests: 4,
         }
     }
 }
@@ -52,6 +57,8 @@ pub struct AppState {
     /// Backend kinds in use, and whether any of them is the simulation.
     pub backends: Vec<String>,
     pub simulated: bool,
+    /// Turns of `max_concurrent_ingests`.
+    pub ingest_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {

@@ -138,6 +138,9 @@ impl App {
                     .map(|a| a.backend.kind().to_owned())
                     .collect(),
                 simulated: accounts.any_simulated(),
+                ingest_slots: Arc::new(tokio::sync::Semaphore::new(
+                    config.api.max_concurrent_ingests.max(1),
+                )),
             };
             let data = web::Data::new(state);
             let http = HttpServer::new(move || {
