@@ -15,11 +15,11 @@ use wacheck::app::Role;
 const UPLOADS: usize = 50;
 const NUMBERS: usize = 10_000;
 const POLL_SECS: u64 = 60;
-/// wrk connections; each waits between requests so that together they ask about `RATE` times
-/// a second (10% more than the target, since each request's own latency adds to the wait).
+/// wrk connections; each pauses between requests so that together they ask `RATE` times a
+/// second. The pause is sized for 25% more, since each request's own latency adds to it.
 const CONNECTIONS: u64 = 20;
 const RATE: u64 = 500;
-const DELAY_MS: u64 = 1000 * CONNECTIONS * 10 / (RATE * 11);
+const DELAY_MS: u64 = 1000 * CONNECTIONS * 4 / (RATE * 5);
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
