@@ -27,16 +27,21 @@ pub async fn cancel(pool: &PgPool, task: TaskId) -> Result<Cancel> {
     let status: Option<String> = sqlx::query_scalar(
         "WITH c AS ( \
            UPDATE tasks SET status = 'cancelled', cancelled_at = now(), updated_at = now() \
-           WHERE id = $1 AND status IN ('pending', 'processing') RETURNING 'now'::text AS s) \
+           WHERE id = $1 AND status IN ('pending', 'processing') AND chunks_done < chunk_count \
+           RETURNING 'now'::text AS s) \
          SELECT s FROM c UNION ALL \
-         SELECT status FROM tasks WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM c)",
+         SELECT CASE WHEN status IN ('pending', 'processing') AND chunks_done >= chunk_count \
+                     THEN 'completed' ELSE status END \
+         FROM tasks WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM c)",
     )
     .bind(task.to_string())
     .fetch_optional(pool)
     .await?;
+    // The fallback reads the statement's snapshot: `pending`/`processing` there means a
+    // concurrent cancel changed the row first.
     Ok(match status.as_deref() {
         Some("now") => Cancel::Cancelled,
-        Some("cancelled") => Cancel::AlreadyCancelled,
+        Some("cancelled" | "pending" | "processing") => Cancel::AlreadyCancelled,
         Some(_) => Cancel::Finished,
         None => Cancel::NotFound,
     })
@@ -143,10 +148,12 @@ pub async fn export_failed(
     Ok(())
 }
 
-/// Gives a lease back so that any worker may take the chunk at once (a stopping worker).
+/// Gives a lease back so that any worker may take the chunk at once (a stopping worker). The
+/// attempt does not count towards giving the chunk up: it ended on purpose.
 pub async fn release(pool: &PgPool, task: TaskId, chunk: i32, owner: &str) -> Result<()> {
     sqlx::query(
-        "UPDATE task_chunks SET leased_until = now() - interval '1 second' \
+        "UPDATE task_chunks SET leased_until = now() - interval '1 second', \
+           attempts = GREATEST(attempts - 1, 0) \
          WHERE task_id = $1 AND chunk_no = $2 AND lease_owner = $3 AND done_at IS NULL",
     )
     .bind(task.to_string())
@@ -216,11 +223,12 @@ pub struct Expired {
     pub result_key: Option<String>,
 }
 
-/// Up to `limit` tasks created more than `retention` ago (oldest first).
+/// Up to `limit` finished (exported or cancelled) tasks created more than `retention` ago,
+/// oldest first. Tasks still at work are left alone.
 pub async fn expired(pool: &PgPool, retention: Duration, limit: i64) -> Result<Vec<Expired>> {
     let rows: Vec<(String, Option<String>)> = sqlx::query_as(
         "SELECT id, result_key FROM tasks WHERE created_at < now() - make_interval(secs => $1) \
-         ORDER BY created_at LIMIT $2",
+         AND status IN ('exported', 'cancelled') ORDER BY created_at LIMIT $2",
     )
     .bind(retention.as_secs_f64())
     .bind(limit)

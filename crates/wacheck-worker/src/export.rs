@@ -156,6 +156,13 @@ pub async fn export_task(p: &Pipeline, task: TaskId) -> anyhow::Result<()> {
     if !wanted || record.result_key.is_some() {
         return Ok(());
     }
+    // A worker may still be storing a batch of a just-cancelled task: wait for it (the export
+    // is retried), so that the file agrees with the counters.
+    if record.status == TaskStatus::Cancelled
+        && wacheck_store::lifecycle::has_live_lease(&p.pool, task).await?
+    {
+        anyhow::bail!("a worker is still storing answers of this cancelled task");
+    }
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let path = dir
         .path()
@@ -202,7 +209,14 @@ pub async fn export_task(p: &Pipeline, task: TaskId) -> anyhow::Result<()> {
         .put_file(&key, &path, record.result_format.content_type())
         .await
         .context("storing the result file")?;
-    chunks::mark_exported(&p.pool, task, &key).await?;
+    if !chunks::mark_exported(&p.pool, task, &key).await?
+        && tasks::get(&p.pool, task).await?.is_none()
+    {
+        // The task was deleted meanwhile (retention): leave no file behind. (When another
+        // export of it won the race, the file is that export's and stays.)
+        p.blob.delete(&key).await?;
+        return Ok(());
+    }
     tracing::info!(rows = written, key, "exported");
     Ok(())
 }

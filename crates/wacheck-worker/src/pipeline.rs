@@ -369,7 +369,10 @@ impl Pipeline {
         err: &BackendError,
     ) -> bool {
         let retry = match err {
-            BackendError::RateLimited { .. } => true,
+            // Waited out, but not for ever (a banned account may answer 429 for good).
+            BackendError::RateLimited { .. } => {
+                *limited + 1 < self.settings.max_attempts.saturating_mul(20)
+            }
             e if e.is_retryable() => *attempt + 1 < self.settings.max_attempts,
             _ => false,
         };
@@ -563,6 +566,8 @@ async fn handle(job: Job, pipeline: Data<Arc<Pipeline>>) -> Result<(), BoxDynErr
 /// retention loops.
 pub struct WorkerHandle {
     stop: watch::Sender<bool>,
+    /// Stops the cancel poller, which keeps running while jobs finish in the grace period.
+    stop_late: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     pipeline: Arc<Pipeline>,
     grace: Duration,
@@ -583,6 +588,7 @@ impl WorkerHandle {
             let _ = self.pipeline.abort.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(10), jobs.wait()).await;
         }
+        let _ = self.stop_late.send(true);
         for t in self.tasks {
             let abort = t.abort_handle();
             if tokio::time::timeout(Duration::from_secs(5), t)
@@ -635,6 +641,7 @@ where
 
 pub fn spawn_worker(pipeline: Arc<Pipeline>) -> WorkerHandle {
     let (stop, stopped) = watch::channel(false);
+    let (stop_late, stopped_late) = watch::channel(false);
     let settings = pipeline.settings.clone();
     let poll = Duration::from_millis(settings.poll_ms.max(10));
 
@@ -677,7 +684,7 @@ pub fn spawn_worker(pipeline: Arc<Pipeline>) -> WorkerHandle {
     );
     let cancels = periodic(
         &pipeline,
-        &stopped,
+        &stopped_late,
         ms(settings.cancel_poll_ms.max(10)),
         "looking for cancelled tasks",
         |p| async move { p.poll_cancellations().await },
@@ -706,6 +713,7 @@ pub fn spawn_worker(pipeline: Arc<Pipeline>) -> WorkerHandle {
 
     WorkerHandle {
         stop,
+        stop_late,
         tasks: vec![apalis, reconciler, cancels, retention, promoter, cleaner],
         pipeline,
         grace: Duration::from_secs(settings.shutdown_grace_secs),
