@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::procs::ServiceProc;
-use common::{Infra, Store, TestEnv, USER, assert_rows, messy_numbers, parse_result};
+use common::{Infra, Store, TestEnv, USER, assert_rows, free_port, messy_numbers, parse_result};
 use wacheck::app::Role;
 
 const UPLOADS: usize = 50;
@@ -20,14 +20,6 @@ const POLL_SECS: u64 = 60;
 const CONNECTIONS: u64 = 20;
 const RATE: u64 = 500;
 const DELAY_MS: u64 = 1000 * CONNECTIONS * 4 / (RATE * 5);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One figure out of wrk's report, e.g. the line starting with `99%`.
 fn wrk_field<'a>(report: &'a str, prefix: &str) -> Option<&'a str> {
@@ -41,7 +33,7 @@ fn wrk_field<'a>(report: &'a str, prefix: &str) -> Option<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "load run: `just load`"]
 async fn fifty_uploads_under_500_status_polls_per_second() {
-    let env = TestEnv::start_on(&Infra::default(), Store::Local, Role::Api, |c| {
+    let mut env = TestEnv::start_on(&Infra::default(), Store::Local, Role::Api, |c| {
         c.pipeline = Default::default();
         c.db_max_connections = 16;
     })
@@ -114,35 +106,15 @@ async fn fifty_uploads_under_500_status_polls_per_second() {
         let body: serde_json::Value = a.json().await.unwrap();
         ids.push(body["task_id"].as_str().unwrap().to_owned());
     }
+    // From here on the test's helpers talk to the API process.
+    env.base = base.clone();
     let mut exported_in = Duration::ZERO;
     for (id, raws) in ids.iter().zip(&files) {
-        let deadline = Instant::now() + Duration::from_secs(600);
-        let done = loop {
-            let s: serde_json::Value = http
-                .get(format!("{base}/wa/api/simple/tasks/{id}"))
-                .query(&[("user_id", USER)])
-                .header("X-API-Key", &env.key)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if s["status"] == "exported" {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "{s}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
+        let done = env
+            .wait_exported("simple", id, Duration::from_secs(600))
+            .await;
         exported_in = exported_in.max(started.elapsed());
-        let bytes = http
-            .get(done["result_url"].as_str().unwrap())
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let bytes = env.download(done["result_url"].as_str().unwrap()).await;
         let rows = parse_result(&bytes, "csv");
         let (ok, bad) = assert_rows(&rows, raws, None, false);
         assert_eq!(done["success"], ok);

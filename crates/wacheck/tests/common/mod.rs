@@ -57,7 +57,7 @@ pub struct S3Server {
 pub const S3_KEY: &str = "wacheck-test";
 pub const S3_SECRET: &str = "wacheck-test-secret";
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
