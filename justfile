@@ -28,9 +28,10 @@ test: deps
         cargo nextest run --workspace --no-fail-fast --test-threads 4 -E 'not binary(chaos)'; \
     else \
         cargo test --workspace --no-fail-fast --lib --bins --test pipeline --test errors \
-            --test blob --test lifecycle -- --test-threads 4; \
+            --test blob --test lifecycle --test upgrade -- --test-threads 4; \
     fi
     just chaos
+    just bench-smoke
 
 # Fault tests, one at a time: workers killed, Redis and Postgres restarted, storage down,
 # backend faults, SIGTERM (private Redis and Postgres servers; only 127.0.0.1).
@@ -45,6 +46,18 @@ chaos: deps
 # numbers under 500 status polls per second (wrk) for 60 s. Figures go to docs/benchmarks.md.
 load: deps
     cargo test --release -p wacheck --test load -- --ignored --nocapture --test-threads 1
+
+# The benchmark suite (release build): reading, normalisation, storing, export, upload, end to
+# end with 1 and 2 workers, worker CPU per number, memory at 100k/1M/2M, status polling under
+# wrk. Medians of 3 runs; the table goes into docs/benchmarks.md. About 15 minutes.
+bench: deps
+    cargo build --release --bins
+    "${CARGO_TARGET_DIR:-target}/release/wacheck-bench" run --runs 3 --out docs/benchmarks.md
+
+# The suite at 1/100 of its sizes, one run, into a scratch file: proves `just bench` still works.
+bench-smoke: deps
+    cargo build --bins
+    "${CARGO_TARGET_DIR:-target}/debug/wacheck-bench" run --quick --out "${CARGO_TARGET_DIR:-target}/bench-smoke.md"
 
 # Formatting and lints, as CI runs them.
 lint:

@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use wacheck_core::input::{self, InputError, InputFormat};
 use wacheck_core::{Normalizer, ResultFormat, TaskId, TaskKind};
-use wacheck_store::tasks::{IngestError, IngestSummary, NewTask, RowEncoder, TaskRecord};
+use wacheck_store::tasks::{Block, BlockEncoder, IngestError, IngestSummary, NewTask, TaskRecord};
 
 use crate::{ApiError, AppState};
 
@@ -150,23 +150,29 @@ fn digits_key(e164: &str) -> u64 {
     e164[1..].parse().expect("E.164 digits fit in u64")
 }
 
-/// Reads the file, sending encoded rows to `tx`; returns what it saw.
+/// Blocks of rows per message to the database writer (64k rows).
+const BLOCKS_PER_BATCH: usize = 64;
+
+/// Reads the file, sending blocks of rows to `tx`; returns what it saw.
 fn read_file(
     mut file: std::fs::File,
     format: InputFormat,
     normalizer: Normalizer,
-    encoder: RowEncoder,
     max_rows: u64,
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<Vec<Block>>,
 ) -> Result<IngestSummary, ReadFail> {
     file.rewind().map_err(InputError::from)?;
     let mut summary = IngestSummary::default();
     let mut index: HashMap<u64, u32> = HashMap::new();
-    let mut buf = Vec::with_capacity(256 * 1024);
+    let mut encoder = BlockEncoder::new();
+    let mut batch = Vec::with_capacity(BLOCKS_PER_BATCH);
+    let send = |batch: Vec<Block>| {
+        tx.blocking_send(batch)
+            .map_err(|_| InputError::Io(std::io::Error::other("the database stopped taking rows")))
+    };
     input::read_rows(std::io::BufReader::new(file), format, max_rows, |raw| {
-        let row_no = summary.total;
         summary.total += 1;
-        match normalizer.normalize(&raw) {
+        let block = match normalizer.normalize(&raw) {
             Some(e164) => {
                 let key = digits_key(e164.as_str());
                 let next = summary.numbers.len() as u32;
@@ -176,23 +182,27 @@ fn read_file(
                     summary.rows_per_number.push(0);
                 }
                 summary.rows_per_number[idx as usize] += 1;
-                encoder.row(&mut buf, row_no, None, Some(idx));
+                encoder.row(Some(key), None)
             }
             None => {
                 summary.invalid += 1;
-                encoder.row(&mut buf, row_no, Some(&raw), None);
+                encoder.row(None, Some(&raw))
             }
-        }
-        if buf.len() >= 256 * 1024 {
-            let full = std::mem::replace(&mut buf, Vec::with_capacity(256 * 1024));
-            tx.blocking_send(full).map_err(|_| {
-                InputError::Io(std::io::Error::other("the database stopped taking rows"))
-            })?;
+        };
+        if let Some(block) = block {
+            batch.push(block);
+            if batch.len() == BLOCKS_PER_BATCH {
+                send(std::mem::replace(
+                    &mut batch,
+                    Vec::with_capacity(BLOCKS_PER_BATCH),
+                ))?;
+            }
         }
         Ok(())
     })?;
-    if !buf.is_empty() {
-        let _ = tx.blocking_send(buf);
+    batch.extend(encoder.finish());
+    if !batch.is_empty() {
+        send(batch)?;
     }
     if summary.numbers.is_empty() {
         return Err(ReadFail::NoNumbers {
@@ -264,11 +274,9 @@ pub async fn create_task(
         chunk_size: state.chunk_size,
     };
     let (tx, rx) = mpsc::channel(8);
-    let encoder = RowEncoder::new(new.id);
     let max_rows = state.api.max_rows;
-    let reader = tokio::task::spawn_blocking(move || {
-        read_file(handle, format, normalizer, encoder, max_rows, tx)
-    });
+    let reader =
+        tokio::task::spawn_blocking(move || read_file(handle, format, normalizer, max_rows, tx));
     let summary = async move {
         reader
             .await

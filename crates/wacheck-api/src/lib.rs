@@ -18,7 +18,7 @@ pub use error::ApiError;
 pub use routes::configure;
 
 /// Limits and behaviour of the API.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiSettings {
     /// Largest upload (whole multipart body), in bytes; enforced while streaming.

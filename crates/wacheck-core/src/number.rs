@@ -105,8 +105,9 @@ impl Normalizer {
 }
 
 /// Keeps digits and one leading `+`; maps a leading `00` to `+`. Rejects letters and anything
-/// that is not punctuation people put into phone numbers.
-fn clean(raw: &str) -> Option<String> {
+/// that is not punctuation people put into phone numbers. (The first step of
+/// [`Normalizer::normalize`]; public so that other libraries can be compared after it.)
+pub fn clean(raw: &str) -> Option<String> {
     let raw = raw.trim();
     if raw.is_empty() || raw.len() > 64 {
         return None;

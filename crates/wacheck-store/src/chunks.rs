@@ -1,9 +1,10 @@
 //! The work of a task: chunks of distinct numbers, their leases, results, and the task's
 //! progress through pending -> processing -> completed -> exported.
 //!
-//! Idempotency: a number's outcome is written only while it is NULL, and counters grow by the
-//! rows of exactly those numbers; a chunk is finished only once. Running any of these twice
-//! changes nothing.
+//! Idempotency: a number's answer is inserted only once (`ON CONFLICT DO NOTHING`), and the
+//! task's counters and the chunk's `answered` grow in the same statement by exactly the numbers
+//! inserted (counters by their rows); a chunk is finished only once, and only when every number
+//! is answered. Running any of these twice changes nothing.
 
 use chrono::NaiveDate;
 use futures::{Stream, StreamExt};
@@ -113,7 +114,36 @@ async fn start(conn: &mut sqlx::PgConnection, id: &str) -> Result<()> {
 #[derive(Debug, Clone)]
 pub struct Claim {
     pub kind: wacheck_core::TaskKind,
-    pub numbers: Vec<(i32, E164)>,
+    pub numbers: Vec<E164>,
+}
+
+/// E.164 digits as stored (`+41791234567` -> 41791234567).
+pub fn number_key(n: &E164) -> i64 {
+    n.digits().parse().expect("E.164 digits fit in i64")
+}
+
+/// The numbers of a chunk that have no answer yet, in order.
+pub(crate) async fn open_numbers(
+    conn: &mut sqlx::PgConnection,
+    id: &str,
+    chunk: i32,
+) -> Result<Vec<E164>> {
+    let open: Vec<i64> = sqlx::query_scalar(
+        "SELECT u.n FROM task_chunks c CROSS JOIN LATERAL unnest(c.numbers) WITH ORDINALITY u(n, ord) \
+         WHERE c.task_id = $1 AND c.chunk_no = $2 AND NOT EXISTS ( \
+           SELECT 1 FROM task_results r WHERE r.task_id = $1 AND r.number = u.n) \
+         ORDER BY u.ord",
+    )
+    .bind(id)
+    .bind(chunk)
+    .fetch_all(conn)
+    .await?;
+    open.into_iter().map(stored_number).collect()
+}
+
+fn stored_number(n: i64) -> Result<E164> {
+    E164::from_canonical(&format!("+{n}"))
+        .ok_or_else(|| StoreError::Corrupt(format!("stored number `{n}`")))
 }
 
 /// Takes the lease of a chunk for `owner` (unique per attempt). `None` when the chunk is done,
@@ -136,7 +166,7 @@ pub async fn claim(
          WHERE c.task_id = $1 AND c.chunk_no = $2 AND t.id = c.task_id \
            AND t.status IN ('pending', 'processing') AND c.done_at IS NULL \
            AND (c.leased_until IS NULL OR c.leased_until < now()) AND c.attempts < $5 \
-         RETURNING t.kind, t.chunk_size",
+         RETURNING t.kind, c.answered, c.numbers",
     )
     .bind(&id)
     .bind(chunk)
@@ -149,26 +179,16 @@ pub async fn claim(
         return Ok(None);
     };
     let kind: String = claimed.try_get("kind")?;
-    let size: i32 = claimed.try_get("chunk_size")?;
+    let answered: i32 = claimed.try_get("answered")?;
     start(&mut tx, &id).await?;
-    let rows: Vec<(i32, String)> = sqlx::query_as(
-        "SELECT num_idx, e164 FROM task_numbers WHERE task_id = $1 \
-         AND num_idx >= $2 AND num_idx < $3 AND outcome IS NULL ORDER BY num_idx",
-    )
-    .bind(&id)
-    .bind(chunk * size)
-    .bind((chunk + 1) * size)
-    .fetch_all(&mut *tx)
-    .await?;
+    // Usually nothing of the chunk is answered yet; after an interrupted attempt, look up what is.
+    let numbers = if answered == 0 {
+        let all: Vec<i64> = claimed.try_get("numbers")?;
+        all.into_iter().map(stored_number).collect::<Result<_>>()?
+    } else {
+        open_numbers(&mut tx, &id, chunk).await?
+    };
     tx.commit().await?;
-    let numbers = rows
-        .into_iter()
-        .map(|(i, e)| {
-            E164::from_canonical(&e)
-                .map(|n| (i, n))
-                .ok_or_else(|| StoreError::Corrupt(format!("stored number `{e}`")))
-        })
-        .collect::<Result<_>>()?;
     Ok(Some(Claim {
         kind: kind
             .parse()
@@ -198,12 +218,13 @@ pub async fn renew(
     Ok(r.rows_affected() == 1)
 }
 
-/// Stores outcomes of numbers that have none yet and grows the task's counters by the rows of
-/// exactly those numbers. Returns how many numbers got their outcome now.
+/// Stores outcomes of numbers of a chunk that have none yet and grows the task's counters by
+/// the rows of exactly those numbers. Returns how many numbers got their outcome now.
 pub async fn store_outcomes(
     pool: &PgPool,
     task: TaskId,
-    results: &[(i32, Outcome)],
+    chunk: i32,
+    results: &[(E164, Outcome)],
 ) -> Result<u64> {
     if results.is_empty() {
         return Ok(0);
@@ -224,7 +245,7 @@ pub async fn store_outcomes(
         } else {
             w
         };
-        idx.push(*i);
+        idx.push(number_key(i));
         outcome.push(w.as_str());
         reason.push(o.reason.clone());
         jid.push(o.jid.clone());
@@ -235,26 +256,34 @@ pub async fn store_outcomes(
     }
     let updated: i64 = sqlx::query_scalar(
         "WITH v AS ( \
-           SELECT * FROM UNNEST($2::int[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                                $7::bool[], $8::text[], $9::date[]) \
-             AS v(num_idx, outcome, reason, jid, lid, business, signature, status_update)), \
-         upd AS ( \
-           UPDATE task_numbers n SET outcome = v.outcome, reason = v.reason, jid = v.jid, \
-             lid = v.lid, business = v.business, signature = v.signature, \
-             status_update = v.status_update, checked_at = now() \
-           FROM v WHERE n.task_id = $1 AND n.num_idx = v.num_idx AND n.outcome IS NULL \
-           RETURNING n.rows, n.outcome), \
+           SELECT * FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], \
+                                $8::bool[], $9::text[], $10::date[]) \
+             AS v(number, outcome, reason, jid, lid, business, signature, status_update)), \
+         c AS ( \
+           SELECT u.n, u.r FROM task_chunks, unnest(numbers, rows) AS u(n, r) \
+           WHERE task_id = $1 AND chunk_no = $2), \
+         ins AS ( \
+           INSERT INTO task_results (task_id, number, outcome, reason, jid, lid, business, \
+             signature, status_update) \
+           SELECT $1, v.number, v.outcome, v.reason, v.jid, v.lid, v.business, v.signature, \
+             v.status_update FROM v JOIN c ON c.n = v.number \
+           ON CONFLICT DO NOTHING RETURNING number, outcome), \
          sums AS ( \
            SELECT count(*) AS numbers, \
-             coalesce(sum(rows) FILTER (WHERE outcome IN ('yes', 'no')), 0) AS ok, \
-             coalesce(sum(rows) FILTER (WHERE outcome = 'unknown'), 0) AS bad FROM upd), \
+             coalesce(sum(c.r) FILTER (WHERE ins.outcome IN ('yes', 'no')), 0) AS ok, \
+             coalesce(sum(c.r) FILTER (WHERE ins.outcome = 'unknown'), 0) AS bad \
+           FROM ins JOIN c ON c.n = ins.number), \
          t AS ( \
            UPDATE tasks SET success = success + sums.ok, failure = failure + sums.bad, \
              unknown = unknown + sums.bad, updated_at = now() \
-           FROM sums WHERE id = $1 AND sums.numbers > 0) \
+           FROM sums WHERE id = $1 AND sums.numbers > 0), \
+         ch AS ( \
+           UPDATE task_chunks SET answered = answered + sums.numbers \
+           FROM sums WHERE task_id = $1 AND chunk_no = $2 AND sums.numbers > 0) \
          SELECT numbers FROM sums",
     )
     .bind(task.to_string())
+    .bind(chunk)
     .bind(&idx)
     .bind(&outcome)
     .bind(&reason)
@@ -272,28 +301,20 @@ pub async fn store_outcomes(
 pub async fn finish(pool: &PgPool, task: TaskId, chunk: i32, window: u32) -> Result<Pushes> {
     let id = task.to_string();
     let mut tx = pool.begin().await?;
-    let open: Option<i64> = sqlx::query_scalar(
-        "SELECT count(*) FROM task_numbers n JOIN tasks t ON t.id = n.task_id \
-         WHERE n.task_id = $1 AND n.num_idx >= $2 * t.chunk_size \
-         AND n.num_idx < ($2 + 1) * t.chunk_size AND n.outcome IS NULL",
-    )
-    .bind(&id)
-    .bind(chunk)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if open.unwrap_or(0) > 0 {
-        return Err(StoreError::Corrupt(format!(
-            "chunk {chunk} of {task} finished with numbers unchecked"
-        )));
-    }
     let done = sqlx::query(
         "UPDATE task_chunks SET done_at = now(), leased_until = NULL \
-         WHERE task_id = $1 AND chunk_no = $2 AND done_at IS NULL",
+         WHERE task_id = $1 AND chunk_no = $2 AND done_at IS NULL \
+           AND answered >= cardinality(numbers)",
     )
     .bind(&id)
     .bind(chunk)
     .execute(&mut *tx)
     .await?;
+    if done.rows_affected() == 0 && !open_numbers(&mut tx, &id, chunk).await?.is_empty() {
+        return Err(StoreError::Corrupt(format!(
+            "chunk {chunk} of {task} finished with numbers unchecked"
+        )));
+    }
     if done.rows_affected() == 1 {
         sqlx::query(
             "UPDATE tasks SET chunks_done = chunks_done + 1, updated_at = now() WHERE id = $1",
@@ -370,10 +391,11 @@ pub struct ResultRow {
 /// Streams a task's rows joined with their numbers' outcomes, in input order.
 pub fn result_rows(pool: &PgPool, task: TaskId) -> impl Stream<Item = Result<ResultRow>> + '_ {
     sqlx::query(
-        "SELECT r.raw, n.e164, n.outcome, n.signature, n.status_update, n.business \
-         FROM task_rows r LEFT JOIN task_numbers n \
-           ON n.task_id = r.task_id AND n.num_idx = r.num_idx \
-         WHERE r.task_id = $1 ORDER BY r.row_no",
+        "SELECT u.raw, '+' || u.n, r.outcome, r.signature, r.status_update, r.business \
+         FROM task_row_blocks b \
+         CROSS JOIN LATERAL unnest(b.numbers, b.raw) WITH ORDINALITY u(n, raw, ord) \
+         LEFT JOIN task_results r ON r.task_id = $1 AND r.number = u.n \
+         WHERE b.task_id = $1 ORDER BY b.block_no, u.ord",
     )
     .bind(task.to_string())
     .fetch(pool)

@@ -34,15 +34,34 @@ pub async fn create(pool: &PgPool, user_id: &str) -> Result<String> {
     Ok(key)
 }
 
+/// `last_used_at` is written at most this often per key, so that polling a task does not turn
+/// every read into a write (and every request of a key into a wait for the same row lock).
+const LAST_USED_RESOLUTION_SECS: f64 = 60.0;
+
 /// The user a live key belongs to.
 pub async fn authenticate(pool: &PgPool, key: &str) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar(
-        "UPDATE api_keys SET last_used_at = now() \
-         WHERE key_hash = $1 AND revoked_at IS NULL RETURNING user_id",
+    let row: Option<(String, String, bool)> = sqlx::query_as(
+        "SELECT id, user_id, coalesce(last_used_at < now() - make_interval(secs => $2), true) \
+         FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
     )
     .bind(hash_key(key))
+    .bind(LAST_USED_RESOLUTION_SECS)
     .fetch_optional(pool)
-    .await?)
+    .await?;
+    let Some((id, user, stale)) = row else {
+        return Ok(None);
+    };
+    if stale {
+        sqlx::query(
+            "UPDATE api_keys SET last_used_at = now() WHERE id = $1 \
+             AND coalesce(last_used_at < now() - make_interval(secs => $2), true)",
+        )
+        .bind(&id)
+        .bind(LAST_USED_RESOLUTION_SECS)
+        .execute(pool)
+        .await?;
+    }
+    Ok(Some(user))
 }
 
 /// A random secret shared by every process of this deployment, made on first use.

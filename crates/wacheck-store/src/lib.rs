@@ -5,9 +5,9 @@
 //! changes nothing.
 
 pub mod chunks;
-pub mod copy;
 pub mod keys;
 pub mod lifecycle;
+pub mod literal;
 pub mod tasks;
 
 pub use sqlx::PgPool;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
-use wacheck_core::{Outcome, TaskId, WhatsApp};
+use wacheck_core::{E164, Outcome, TaskId, WhatsApp};
 
 use crate::chunks::{self, Pushes};
 use crate::{Result, StoreError};
@@ -182,20 +182,13 @@ pub async fn give_up_exhausted(pool: &PgPool, max_attempts: u32, window: u32) ->
         let task: TaskId = task
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("task id `{task}`")))?;
-        let open: Vec<i32> = sqlx::query_scalar(
-            "SELECT n.num_idx FROM task_numbers n JOIN tasks t ON t.id = n.task_id \
-             WHERE n.task_id = $1 AND n.num_idx >= $2 * t.chunk_size \
-               AND n.num_idx < ($2 + 1) * t.chunk_size AND n.outcome IS NULL",
-        )
-        .bind(task.to_string())
-        .bind(chunk)
-        .fetch_all(pool)
-        .await?;
+        let open =
+            chunks::open_numbers(&mut *pool.acquire().await?, &task.to_string(), chunk).await?;
         let reason = format!(
             "gave up after {attempts} attempts: every worker that took these numbers stopped \
              before storing their answers"
         );
-        let rows: Vec<(i32, Outcome)> = open
+        let rows: Vec<(E164, Outcome)> = open
             .into_iter()
             .map(|i| {
                 (
@@ -208,7 +201,7 @@ pub async fn give_up_exhausted(pool: &PgPool, max_attempts: u32, window: u32) ->
                 )
             })
             .collect();
-        chunks::store_outcomes(pool, task, &rows).await?;
+        chunks::store_outcomes(pool, task, chunk, &rows).await?;
         record_error(pool, task, &reason).await?;
         tracing::warn!(%task, chunk, attempts, "chunk given up; its open numbers are unknown");
         pushes.extend(chunks::finish(pool, task, chunk, window).await?);
@@ -246,11 +239,18 @@ pub async fn expired(pool: &PgPool, retention: Duration, limit: i64) -> Result<V
         .collect()
 }
 
-/// Deletes a task with its rows, numbers and chunks.
+/// Deletes a task with its rows, chunks and results.
 pub async fn delete(pool: &PgPool, task: TaskId) -> Result<bool> {
-    let r = sqlx::query("DELETE FROM tasks WHERE id = $1")
-        .bind(task.to_string())
-        .execute(pool)
+    let id = task.to_string();
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM task_results WHERE task_id = $1")
+        .bind(&id)
+        .execute(&mut *tx)
         .await?;
+    let r = sqlx::query("DELETE FROM tasks WHERE id = $1")
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
     Ok(r.rows_affected() == 1)
 }

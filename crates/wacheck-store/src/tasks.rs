@@ -5,7 +5,7 @@ use sqlx::{PgPool, Row};
 use tokio::sync::mpsc;
 use wacheck_core::{ResultFormat, TaskId, TaskKind, TaskStatus};
 
-use crate::copy::{push_int, push_null, push_text};
+use crate::literal::{push_array_text, push_int_array};
 use crate::{Result, StoreError};
 
 #[derive(Debug, Clone)]
@@ -35,35 +35,81 @@ impl IngestSummary {
     }
 }
 
-/// Encodes input rows for the COPY into `task_rows`; used by the (blocking) file reader.
-#[derive(Debug, Clone)]
-pub struct RowEncoder {
-    task_id: String,
+/// Input rows per stored block (`task_row_blocks`).
+pub const ROWS_PER_BLOCK: usize = 1024;
+
+/// Distinct numbers per INSERT of chunk rows (about 1 MB of parameters).
+const CHUNK_NUMBERS_PER_INSERT: usize = 64 * 1024;
+
+/// One block of input rows as array literals: the E.164 digits of each row (NULL for an
+/// invalid row), and the raw text of the invalid rows (None when the block has none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    pub block_no: i32,
+    pub numbers: String,
+    pub raw: Option<String>,
 }
 
-impl RowEncoder {
-    pub fn new(id: TaskId) -> Self {
-        Self {
-            task_id: id.to_string(),
-        }
+/// Groups input rows into blocks of [`ROWS_PER_BLOCK`]; used by the (blocking) file reader.
+#[derive(Debug, Clone, Default)]
+pub struct BlockEncoder {
+    block_no: i32,
+    numbers: Vec<Option<u64>>,
+    /// Invalid rows of the block: (position in the block, raw text).
+    raw: Vec<(usize, String)>,
+}
+
+impl BlockEncoder {
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// A valid row stores only its number index; an invalid row keeps its raw text.
-    pub fn row(&self, buf: &mut Vec<u8>, row_no: u64, raw: Option<&str>, num_idx: Option<u32>) {
-        buf.extend_from_slice(self.task_id.as_bytes());
-        buf.push(b'\t');
-        push_int(buf, row_no as i64);
-        buf.push(b'\t');
-        match raw {
-            Some(raw) => push_text(buf, raw),
-            None => push_null(buf),
+    /// Adds a row: a valid one stores its E.164 digits, an invalid one keeps its raw text.
+    /// Returns the block it completes.
+    pub fn row(&mut self, number: Option<u64>, raw: Option<&str>) -> Option<Block> {
+        if number.is_none() {
+            self.raw
+                .push((self.numbers.len(), raw.unwrap_or_default().to_owned()));
         }
-        buf.push(b'\t');
-        match num_idx {
-            Some(i) => push_int(buf, i64::from(i)),
-            None => push_null(buf),
-        }
-        buf.push(b'\n');
+        self.numbers.push(number);
+        (self.numbers.len() == ROWS_PER_BLOCK).then(|| self.take())
+    }
+
+    /// The last, partly filled block, if any.
+    pub fn finish(&mut self) -> Option<Block> {
+        (!self.numbers.is_empty()).then(|| self.take())
+    }
+
+    fn take(&mut self) -> Block {
+        let mut numbers = String::with_capacity(self.numbers.len() * 13);
+        push_int_array(
+            &mut numbers,
+            self.numbers.iter().map(|n| n.map(|n| n as i64)),
+        );
+        let raw = (!self.raw.is_empty()).then(|| {
+            let mut s = String::from("{");
+            let mut invalid = self.raw.iter().peekable();
+            for i in 0..self.numbers.len() {
+                if i > 0 {
+                    s.push(',');
+                }
+                match invalid.next_if(|(at, _)| *at == i) {
+                    Some((_, text)) => push_array_text(&mut s, text),
+                    None => s.push_str("NULL"),
+                }
+            }
+            s.push('}');
+            s
+        });
+        let block = Block {
+            block_no: self.block_no,
+            numbers,
+            raw,
+        };
+        self.block_no += 1;
+        self.numbers.clear();
+        self.raw.clear();
+        block
     }
 }
 
@@ -164,12 +210,14 @@ impl<E> From<sqlx::Error> for IngestError<E> {
 
 /// Creates a task with all its rows in one transaction: either everything is stored or nothing.
 ///
-/// `rows` carries `task_rows` data encoded by [`RowEncoder`], streamed into one COPY while the
-/// file is still being read; `summary` resolves when the reader is done.
+/// `blocks` carries the input rows, stored batch by batch while the file is still being read;
+/// `summary` resolves when the reader is done. Plain INSERTs, not COPY: a COPY ends with a small
+/// write right after its data, which waits for the server's delayed ACK (sqlx does not set
+/// TCP_NODELAY), while each INSERT is one write and one answer.
 pub async fn insert<E>(
     pool: &PgPool,
     new: &NewTask,
-    mut rows: mpsc::Receiver<Vec<u8>>,
+    mut blocks: mpsc::Receiver<Vec<Block>>,
     summary: impl Future<Output = Result<IngestSummary, E>>,
 ) -> Result<TaskRecord, IngestError<E>> {
     let id = new.id.to_string();
@@ -188,59 +236,64 @@ pub async fn insert<E>(
     .execute(&mut *tx)
     .await?;
 
-    let mut copy = tx
-        .copy_in_raw("COPY task_rows (task_id, row_no, raw, num_idx) FROM STDIN")
-        .await?;
-    while let Some(buf) = rows.recv().await {
-        if let Err(e) = copy.send(buf).await {
-            let _ = copy.abort("send failed").await;
-            return Err(e.into());
+    while let Some(batch) = blocks.recv().await {
+        let mut nos = Vec::with_capacity(batch.len());
+        let mut numbers = Vec::with_capacity(batch.len());
+        let mut raw = Vec::with_capacity(batch.len());
+        for b in batch {
+            nos.push(b.block_no);
+            numbers.push(b.numbers);
+            raw.push(b.raw);
         }
+        sqlx::query(
+            "INSERT INTO task_row_blocks (task_id, block_no, numbers, raw) \
+             SELECT $1, b, n::bigint[], r::text[] FROM UNNEST($2::int[], $3::text[], $4::text[]) \
+               AS u(b, n, r)",
+        )
+        .bind(&id)
+        .bind(&nos)
+        .bind(&numbers)
+        .bind(&raw)
+        .execute(&mut *tx)
+        .await?;
     }
-    let summary = match summary.await {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = copy.abort("input refused").await;
-            return Err(IngestError::Input(e));
-        }
-    };
-    copy.finish().await?;
+    let summary = summary.await.map_err(IngestError::Input)?;
 
-    let mut copy = tx
-        .copy_in_raw("COPY task_numbers (task_id, num_idx, e164, rows) FROM STDIN")
-        .await?;
-    let mut buf = Vec::with_capacity(1 << 20);
-    for (idx, (digits, rows)) in summary
+    // Each chunk with its distinct numbers and how many rows carry each.
+    let size = new.chunk_size.max(1) as usize;
+    let per_insert = (CHUNK_NUMBERS_PER_INSERT / size).max(1) * size;
+    for (first, (numbers, rows)) in summary
         .numbers
-        .iter()
-        .zip(&summary.rows_per_number)
+        .chunks(per_insert)
+        .zip(summary.rows_per_number.chunks(per_insert))
         .enumerate()
     {
-        buf.extend_from_slice(id.as_bytes());
-        buf.push(b'\t');
-        push_int(&mut buf, idx as i64);
-        buf.extend_from_slice(b"\t+");
-        push_int(&mut buf, *digits as i64);
-        buf.push(b'\t');
-        push_int(&mut buf, i64::from(*rows));
-        buf.push(b'\n');
-        if buf.len() >= 1 << 20 {
-            copy.send(std::mem::take(&mut buf)).await?;
+        let mut nos = Vec::new();
+        let mut nums = Vec::new();
+        let mut counts = Vec::new();
+        for (i, (n, r)) in numbers.chunks(size).zip(rows.chunks(size)).enumerate() {
+            nos.push(((first * per_insert) / size + i) as i32);
+            let mut s = String::with_capacity(n.len() * 13);
+            push_int_array(&mut s, n.iter().map(|n| Some(*n as i64)));
+            nums.push(s);
+            let mut s = String::with_capacity(r.len() * 2);
+            push_int_array(&mut s, r.iter().map(|r| Some(i64::from(*r))));
+            counts.push(s);
         }
+        sqlx::query(
+            "INSERT INTO task_chunks (task_id, chunk_no, numbers, rows) \
+             SELECT $1, c, n::bigint[], r::int[] FROM UNNEST($2::int[], $3::text[], $4::text[]) \
+               AS u(c, n, r)",
+        )
+        .bind(&id)
+        .bind(&nos)
+        .bind(&nums)
+        .bind(&counts)
+        .execute(&mut *tx)
+        .await?;
     }
-    if !buf.is_empty() {
-        copy.send(buf).await?;
-    }
-    copy.finish().await?;
 
     let chunks = summary.chunk_count(new.chunk_size);
-    sqlx::query(
-        "INSERT INTO task_chunks (task_id, chunk_no) SELECT $1, generate_series(0, $2 - 1)",
-    )
-    .bind(&id)
-    .bind(chunks as i32)
-    .execute(&mut *tx)
-    .await?;
     let row = sqlx::query(concat!(
         "UPDATE tasks SET total = $2, invalid = $3, distinct_numbers = $4, chunk_count = $5 \
          WHERE id = $1 RETURNING ",
@@ -256,4 +309,37 @@ pub async fn insert<E>(
     let record = task_from_row(&row)?;
     tx.commit().await?;
     Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_grouped_into_blocks() {
+        let mut e = BlockEncoder::new();
+        let mut full = Vec::new();
+        for i in 0..ROWS_PER_BLOCK + 2 {
+            let invalid = i == 1 || i == ROWS_PER_BLOCK + 1;
+            let number = (!invalid).then_some(41_790_000_000 + i as u64);
+            full.extend(e.row(number, invalid.then_some("n/\"a")));
+        }
+        assert_eq!(full.len(), 1);
+        assert_eq!(full[0].block_no, 0);
+        assert!(
+            full[0]
+                .numbers
+                .starts_with("{41790000000,NULL,41790000002,")
+        );
+        let raw = full[0].raw.as_deref().unwrap();
+        assert!(raw.starts_with("{NULL,\"n/\\\"a\",NULL,NULL,"), "{raw}");
+        let last = e.finish().unwrap();
+        assert_eq!(last.block_no, 1);
+        assert_eq!(
+            last.numbers,
+            format!("{{{},NULL}}", 41_790_000_000u64 + ROWS_PER_BLOCK as u64)
+        );
+        assert_eq!(last.raw.as_deref(), Some("{NULL,\"n/\\\"a\"}"));
+        assert_eq!(e.finish(), None);
+    }
 }

@@ -251,7 +251,7 @@ impl Pipeline {
         let mut watch = self.watched.watch(task);
         let mut abort = self.abort.subscribe();
         let checked = tokio::select! {
-            r = self.check_numbers(task, claim.kind, &claim.numbers) => Ok(r),
+            r = self.check_numbers(task, chunk, claim.kind, &claim.numbers) => Ok(r),
             _ = stopped_signal(&mut watch.rx) => Err(Interrupted::Cancelled),
             _ = stopped_signal(&mut lost) => Err(Interrupted::LeaseLost),
             _ = stopped_signal(&mut abort) => Err(Interrupted::Shutdown),
@@ -310,18 +310,18 @@ impl Pipeline {
     async fn check_numbers(
         &self,
         task: TaskId,
+        chunk: i32,
         kind: TaskKind,
-        numbers: &[(i32, E164)],
+        numbers: &[E164],
     ) -> anyhow::Result<()> {
         let account = self.accounts.pick();
         for batch in numbers.chunks(account.batch_size()) {
-            let nums: Vec<E164> = batch.iter().map(|(_, n)| n.clone()).collect();
-            let mut outcomes = self.check_batch(task, account, &nums).await;
+            let mut outcomes = self.check_batch(task, account, batch).await;
             if kind == TaskKind::Detail {
-                self.add_details(task, account, &nums, &mut outcomes).await;
+                self.add_details(task, account, batch, &mut outcomes).await;
             }
-            let rows: Vec<(i32, Outcome)> = batch.iter().map(|(i, _)| *i).zip(outcomes).collect();
-            chunks::store_outcomes(&self.pool, task, &rows).await?;
+            let rows: Vec<(E164, Outcome)> = batch.iter().cloned().zip(outcomes).collect();
+            chunks::store_outcomes(&self.pool, task, chunk, &rows).await?;
         }
         Ok(())
     }

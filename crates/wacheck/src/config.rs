@@ -113,6 +113,40 @@ impl Config {
         Ok(fig.extract()?)
     }
 
+    /// This configuration as a TOML file that [`Config::load`] reads back (secrets included:
+    /// for files the caller writes for its own processes, such as tests and benchmarks).
+    pub fn to_toml(&self) -> String {
+        use secrecy::ExposeSecret;
+        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        let mut t = String::new();
+        t += &format!("database_url = {}\n", q(&self.database_url));
+        t += &format!("redis_url = {}\n", q(&self.redis_url));
+        t += &format!("bind = {}\n", q(&self.bind));
+        if let Some(u) = &self.public_url {
+            t += &format!("public_url = {}\n", q(u));
+        }
+        t += &format!("redis_prefix = {}\n", q(&self.redis_prefix));
+        t += &format!("db_max_connections = {}\n", self.db_max_connections);
+        t += &format!("local_dir = {}\n", q(&self.local_dir.to_string_lossy()));
+        if let Some(s3) = &self.s3 {
+            t += "[s3]\n";
+            t += &format!("endpoint = {}\n", q(&s3.endpoint));
+            t += &format!("region = {}\n", q(&s3.region));
+            t += &format!("bucket = {}\n", q(&s3.bucket));
+            t += &format!("access_key = {}\n", q(&s3.access_key));
+            t += &format!("secret_key = {}\n", q(s3.secret_key.expose_secret()));
+            t += &format!("path_style = {}\n", s3.path_style);
+        }
+        let section = |name: &str, body: Result<String, toml::ser::Error>| {
+            format!("[{name}]\n{}", body.expect("settings serialise to TOML"))
+        };
+        t += &section("sim", toml::to_string(&self.sim));
+        t += &section("rate", toml::to_string(&self.rate));
+        t += &section("pipeline", toml::to_string(&self.pipeline));
+        t += &section("api", toml::to_string(&self.api));
+        t
+    }
+
     pub fn public_url(&self) -> String {
         self.public_url
             .clone()
@@ -149,6 +183,26 @@ mod tests {
             assert_eq!(c.pipeline.chunk_size, 7);
             let shown = format!("{c:?}");
             assert!(!shown.contains("very-secret-value"), "{shown}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // the error type is figment's
+    fn toml_round_trip() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WACHECK_PIPELINE__CHUNK_SIZE", "7");
+            jail.set_env("WACHECK_API__MAX_ROWS", "9");
+            jail.set_env("WACHECK_S3__ENDPOINT", "http://127.0.0.1:1");
+            jail.set_env("WACHECK_S3__BUCKET", "b");
+            jail.set_env("WACHECK_S3__ACCESS_KEY", "ak");
+            jail.set_env("WACHECK_S3__SECRET_KEY", "sk");
+            let c = Config::load(None).expect("config");
+            jail.clear_env();
+            jail.create_file("w.toml", &c.to_toml())?;
+            let back = Config::load(Some(Path::new("w.toml"))).expect("config");
+            assert_eq!(format!("{back:?}"), format!("{c:?}"));
+            assert_eq!(back.api.max_rows, 9);
             Ok(())
         });
     }

@@ -18,7 +18,7 @@ async fn assert_refused(env: &TestEnv, got: (u16, Value), status: u16, code: &st
         0,
         "a refused request creates nothing"
     );
-    assert_eq!(env.count("task_rows").await, 0);
+    assert_eq!(env.count("task_row_blocks").await, 0);
 }
 
 /// key, task kind, file part, form fields, expected status and code.

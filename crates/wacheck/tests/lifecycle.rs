@@ -289,7 +289,7 @@ async fn retention_removes_old_tasks_and_files(store: Store) {
         assert!(Instant::now() < deadline, "old task not deleted");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM task_rows WHERE task_id = $1")
+    let rows: i64 = sqlx::query_scalar("SELECT (SELECT count(*) FROM task_row_blocks WHERE task_id = $1) + (SELECT count(*) FROM task_results WHERE task_id = $1)")
         .bind(&old)
         .fetch_one(env.pool())
         .await

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use secrecy::ExposeSecret;
 use wacheck::config::Config;
 
 use super::free_port;
@@ -43,40 +42,12 @@ pub struct ServiceProc {
     _dir: tempfile::TempDir,
 }
 
-/// The TOML file of a configuration (the test writes it; the process reads it).
-pub fn config_toml(c: &Config) -> String {
-    let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
-    let mut t = String::new();
-    t += &format!("database_url = {}\n", q(&c.database_url));
-    t += &format!("redis_url = {}\n", q(&c.redis_url));
-    t += &format!("bind = {}\n", q(&c.bind));
-    if let Some(u) = &c.public_url {
-        t += &format!("public_url = {}\n", q(u));
-    }
-    t += &format!("redis_prefix = {}\n", q(&c.redis_prefix));
-    t += &format!("db_max_connections = {}\n", c.db_max_connections);
-    t += &format!("local_dir = {}\n", q(&c.local_dir.to_string_lossy()));
-    if let Some(s3) = &c.s3 {
-        t += "[s3]\n";
-        t += &format!("endpoint = {}\n", q(&s3.endpoint));
-        t += &format!("region = {}\n", q(&s3.region));
-        t += &format!("bucket = {}\n", q(&s3.bucket));
-        t += &format!("access_key = {}\n", q(&s3.access_key));
-        t += &format!("secret_key = {}\n", q(s3.secret_key.expose_secret()));
-        t += &format!("path_style = {}\n", s3.path_style);
-    }
-    t += &format!("[sim]\n{}", toml::to_string(&c.sim).unwrap());
-    t += &format!("[rate]\n{}", toml::to_string(&c.rate).unwrap());
-    t += &format!("[pipeline]\n{}", toml::to_string(&c.pipeline).unwrap());
-    t
-}
-
 impl ServiceProc {
     /// Starts `wacheck serve --role <role>` with `config` (its `bind` should be port 0 or free).
     pub fn spawn(config: &Config, role: &str) -> ServiceProc {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("wacheck.toml");
-        std::fs::write(&file, config_toml(config)).unwrap();
+        std::fs::write(&file, config.to_toml()).unwrap();
         let log = dir.path().join("wacheck.log");
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_wacheck"))

@@ -1,0 +1,349 @@
+//! The results as markdown: a targets table, then each area's figures. The section between
+//! the bench markers of docs/benchmarks.md is replaced; the rest of the file is kept.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use crate::suite::{Results, Stat, Suite};
+
+const BEGIN: &str = "<!-- bench:begin (written by `just bench`; edits here are overwritten) -->";
+const END: &str = "<!-- bench:end -->";
+
+fn first_line(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!(
+        "{cores} cores ({cpu}), {mem_gib:.0} GiB RAM, Linux {}, {}; {}; Redis {}",
+        first_line("uname", &["-r"]),
+        first_line("rustc", &["--version"]),
+        first_line("psql", &["--version"]),
+        first_line("redis-server", &["--version"])
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("v="))
+            .unwrap_or("unknown"),
+    )
+}
+
+fn thousands(v: f64) -> String {
+    let s = format!("{:.0}", v);
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 && c != '-' {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn secs(v: f64) -> String {
+    if v < 1.0 {
+        format!("{:.1} ms", v * 1e3)
+    } else {
+        format!("{v:.2} s")
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "**missed**" }
+}
+
+fn area(out: &mut String, title: &str, unit: &str, rows: &[(&'static str, Stat)]) {
+    let _ = writeln!(out, "\n### {title}\n");
+    let _ = writeln!(
+        out,
+        "| Case | Rows | Time (median) | {unit} | Peak RSS | Runs | Note |\n|---|---|---|---|---|---|---|"
+    );
+    for (name, s) in rows {
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {:.0} MiB | {} | {} |",
+            thousands(s.rows as f64),
+            secs(s.secs),
+            thousands(s.rate()),
+            s.rss_mib,
+            s.runs,
+            s.note
+        );
+    }
+}
+
+pub fn render(r: &Results, suite: &Suite) -> String {
+    let mut o = String::new();
+    let million = suite.n(1_000_000);
+    let _ = writeln!(o, "{BEGIN}\n");
+    let _ = writeln!(
+        o,
+        "## Benchmark suite\n\nRun {} on {}. {} Every figure is the median of {} runs; the suite took {:.0} s.\n",
+        chrono::Utc::now().format("%Y-%m-%d"),
+        machine(),
+        if suite.quick {
+            "**Quick mode: sizes divided by 100, not comparable with the targets.**"
+        } else {
+            ""
+        },
+        suite.runs,
+        r.took.as_secs_f64()
+    );
+    let e2e = |workers: usize, n: u64| {
+        r.end_to_end
+            .iter()
+            .find(|e| e.workers == workers && e.numbers == n)
+    };
+    let one = e2e(1, million).cloned().unwrap_or_default();
+    let two = e2e(2, million).cloned().unwrap_or_default();
+    let xlsx = r
+        .export
+        .iter()
+        .find(|(n, _)| n.contains("constant"))
+        .map(|(_, s)| s.clone())
+        .unwrap_or_default();
+    let max_rss = r
+        .end_to_end
+        .iter()
+        .flat_map(|e| [e.api_rss_mib, e.worker_rss_mib])
+        .fold(0.0, f64::max)
+        .max(r.ingest_big.rss_mib);
+    // Memory by file size (2 workers): flat means the largest is within 25% of the smallest.
+    let mut by_size: Vec<_> = r.end_to_end.iter().filter(|e| e.workers == 2).collect();
+    by_size.sort_by_key(|e| e.numbers);
+    let series = |f: fn(&crate::suite::EndToEnd) -> f64| {
+        let v: Vec<f64> = by_size.iter().map(|e| f(e)).collect();
+        let flat = v.iter().cloned().fold(0.0, f64::max)
+            <= 1.25 * v.iter().cloned().fold(f64::INFINITY, f64::min);
+        let shown: Vec<String> = v.iter().map(|m| format!("{m:.0}")).collect();
+        (shown.join(" / "), flat)
+    };
+    let (api_series, api_flat) = series(|e| e.api_rss_mib);
+    let (worker_series, worker_flat) = series(|e| e.worker_rss_mib);
+    let sizes: Vec<String> = by_size
+        .iter()
+        .map(|e| thousands(e.numbers as f64))
+        .collect();
+    let cpu = one.worker_us_per_number;
+    let _ = writeln!(o, "| Target | Measured | |\n|---|---|---|");
+    let rows = [
+        (
+            "1M-number upload answered within 3 s of its last byte".to_owned(),
+            secs(r.ingest_big.secs),
+            r.ingest_big.secs <= 3.0,
+        ),
+        (
+            "1k-number upload answered within 50 ms of its last byte".to_owned(),
+            secs(r.ingest_small.secs),
+            r.ingest_small.secs <= 0.05,
+        ),
+        (
+            "1M-number task uploaded → `exported` within 30 s".into(),
+            format!(
+                "{} (1 worker), {} (2 workers)",
+                secs(one.secs),
+                secs(two.secs)
+            ),
+            one.secs.min(two.secs) <= 30.0,
+        ),
+        (
+            "1M-row xlsx export within 4 s and 50 MB".into(),
+            format!("{} and {:.0} MiB", secs(xlsx.secs), xlsx.rss_mib),
+            xlsx.secs <= 4.0 && xlsx.rss_mib <= 50.0,
+        ),
+        (
+            "Peak RSS of every process under 300 MB, not growing with file size".into(),
+            format!(
+                "{max_rss:.0} MiB at most; API {api_series} MiB, workers {worker_series} MiB at {} numbers",
+                sizes.join(" / ")
+            ),
+            max_rss < 286.0 && api_flat && worker_flat, // 300 MB = 286 MiB
+        ),
+        (
+            "Worker CPU under 20 µs per checked number".into(),
+            format!(
+                "{cpu:.1} µs → one core drives {} accounts at 1 check/s",
+                thousands(1e6 / cpu)
+            ),
+            cpu < 20.0,
+        ),
+        (
+            "Status GET p99 under 10 ms at 2,000 requests/s".into(),
+            format!(
+                "p99 {:.2} ms at {} requests/s",
+                r.polling.p99_ms,
+                thousands(r.polling.rps)
+            ),
+            r.polling.p99_ms < 10.0 && r.polling.rps >= 1_900.0 && r.polling.errors == 0,
+        ),
+    ];
+    for (target, measured, ok) in rows {
+        let _ = writeln!(o, "| {target} | {measured} | {} |", verdict(ok));
+    }
+
+    area(
+        &mut o,
+        "Reading (upload reader, no normalisation)",
+        "Rows/s",
+        &r.read,
+    );
+    area(
+        &mut o,
+        "Normalisation (default region CH; the same cleaning before both libraries)",
+        "Rows/s",
+        &r.normalize,
+    );
+    area(
+        &mut o,
+        "Storing an upload's rows in Postgres (one transaction)",
+        "Rows/s",
+        &r.store,
+    );
+    area(
+        &mut o,
+        "Export of a detail task's result rows",
+        "Rows/s",
+        &r.export,
+    );
+
+    let _ = writeln!(o, "\n### Upload (multipart POST to the API process)\n");
+    let _ = writeln!(
+        o,
+        "| Numbers | Last byte → answer (median) | API peak RSS | Runs |\n|---|---|---|---|"
+    );
+    for s in [&r.ingest_big, &r.ingest_small] {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {:.0} MiB | {} |",
+            thousands(s.rows as f64),
+            secs(s.secs),
+            s.rss_mib,
+            s.runs
+        );
+    }
+
+    let _ = writeln!(
+        o,
+        "\n### End to end (simulated backend, unlimited rate, xlsx result)\n"
+    );
+    let _ = writeln!(
+        o,
+        "| Numbers | Workers | Upload → exported | Numbers/s | Upload answered | Export | Worker CPU/number | API peak RSS | Worker peak RSS | Runs |\n|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for e in &r.end_to_end {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {:.1} µs | {:.0} MiB | {:.0} MiB | {} |",
+            thousands(e.numbers as f64),
+            e.workers,
+            secs(e.secs),
+            thousands(e.numbers as f64 / e.secs),
+            secs(e.upload_secs),
+            secs(e.export_secs),
+            e.worker_us_per_number,
+            e.api_rss_mib,
+            e.worker_rss_mib,
+            e.runs
+        );
+    }
+
+    let p = &r.polling;
+    let _ = writeln!(
+        o,
+        "\n### Status polling (wrk, {} connections)\n",
+        p.connections
+    );
+    let _ = writeln!(
+        o,
+        "| Load | Requests/s | p50 | p99 | Errors | Runs |\n|---|---|---|---|---|---|"
+    );
+    let _ = writeln!(
+        o,
+        "| paced to {} requests/s | {} | {:.2} ms | {:.2} ms | {} | {} |",
+        thousands(p.target_rps as f64),
+        thousands(p.rps),
+        p.p50_ms,
+        p.p99_ms,
+        p.errors,
+        p.runs
+    );
+    let _ = writeln!(
+        o,
+        "| as fast as it goes | {} | | {:.2} ms | | {} |",
+        thousands(p.max_rps),
+        p.max_p99_ms,
+        p.runs
+    );
+    let _ = writeln!(o, "\n{END}");
+    o
+}
+
+/// Replaces the bench section of `path` (or appends it when the file has none).
+pub fn write_section(path: &Path, section: &str) -> anyhow::Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
+    let new = match (old.find(BEGIN), old.find(END)) {
+        (Some(a), Some(b)) if b > a => {
+            format!(
+                "{}{}{}",
+                &old[..a],
+                section.trim_end(),
+                &old[b + END.len()..]
+            )
+        }
+        _ => format!("{}\n{}", old.trim_end(), section),
+    };
+    std::fs::write(path, new)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn section_is_replaced_in_place() {
+        let dir =
+            std::env::temp_dir().join(format!("wacheck-bench-test-{}", ulid::Ulid::generate()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("b.md");
+        std::fs::write(&f, "# B\n\nintro\n").unwrap();
+        write_section(&f, &format!("{BEGIN}\none\n{END}\n")).unwrap();
+        std::fs::write(&f, std::fs::read_to_string(&f).unwrap() + "\n## After\n").unwrap();
+        write_section(&f, &format!("{BEGIN}\ntwo\n{END}\n")).unwrap();
+        let s = std::fs::read_to_string(&f).unwrap();
+        assert!(s.starts_with("# B\n\nintro\n"), "{s}");
+        assert!(s.contains("two") && !s.contains("one"), "{s}");
+        assert!(s.ends_with("## After\n"), "{s}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(1_234_567.0), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+    }
+}
