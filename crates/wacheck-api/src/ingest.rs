@@ -2,16 +2,18 @@
 //! streaming), then read, normalised and deduplicated on a blocking thread while the rows
 //! stream into Postgres with COPY, all in one transaction.
 
-use std::collections::HashMap;
 use std::io::{Read, Seek};
 
 use actix_multipart::Multipart;
 use futures::TryStreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
+use wacheck_core::dedupe::Dedupe;
 use wacheck_core::input::{self, InputError, InputFormat};
 use wacheck_core::{Normalizer, ResultFormat, TaskId, TaskKind};
-use wacheck_store::tasks::{Block, BlockEncoder, IngestError, IngestSummary, NewTask, TaskRecord};
+use wacheck_store::tasks::{
+    Batch, BlockEncoder, ChunkEncoder, IngestError, IngestSummary, NewTask, TaskRecord,
+};
 
 use crate::{ApiError, AppState};
 
@@ -150,23 +152,26 @@ fn digits_key(e164: &str) -> u64 {
     e164[1..].parse().expect("E.164 digits fit in u64")
 }
 
-/// Blocks of rows per message to the database writer (64k rows).
-const BLOCKS_PER_BATCH: usize = 64;
+/// Blocks (or chunks) per message to the database writer: 64k rows, or 128 chunks.
+const PER_BATCH: usize = 64;
 
-/// Reads the file, sending blocks of rows to `tx`; returns what it saw.
+/// Reads the file, sending blocks of rows and then the chunks of distinct numbers to `tx`;
+/// returns what it saw. Memory stays bounded: rows leave in blocks, and deduplication sorts
+/// in runs that spill to temporary files.
 fn read_file(
     mut file: std::fs::File,
     format: InputFormat,
     normalizer: Normalizer,
     max_rows: u64,
-    tx: mpsc::Sender<Vec<Block>>,
+    chunk_size: u32,
+    tx: mpsc::Sender<Batch>,
 ) -> Result<IngestSummary, ReadFail> {
     file.rewind().map_err(InputError::from)?;
     let mut summary = IngestSummary::default();
-    let mut index: HashMap<u64, u32> = HashMap::new();
+    let mut dedupe = Dedupe::default();
     let mut encoder = BlockEncoder::new();
-    let mut batch = Vec::with_capacity(BLOCKS_PER_BATCH);
-    let send = |batch: Vec<Block>| {
+    let mut blocks = Vec::with_capacity(PER_BATCH);
+    let send = |batch: Batch| {
         tx.blocking_send(batch)
             .map_err(|_| InputError::Io(std::io::Error::other("the database stopped taking rows")))
     };
@@ -175,13 +180,7 @@ fn read_file(
         let block = match normalizer.normalize(&raw) {
             Some(e164) => {
                 let key = digits_key(e164.as_str());
-                let next = summary.numbers.len() as u32;
-                let idx = *index.entry(key).or_insert(next);
-                if idx == next {
-                    summary.numbers.push(key);
-                    summary.rows_per_number.push(0);
-                }
-                summary.rows_per_number[idx as usize] += 1;
+                dedupe.push(key)?;
                 encoder.row(Some(key), None)
             }
             None => {
@@ -190,25 +189,39 @@ fn read_file(
             }
         };
         if let Some(block) = block {
-            batch.push(block);
-            if batch.len() == BLOCKS_PER_BATCH {
-                send(std::mem::replace(
-                    &mut batch,
-                    Vec::with_capacity(BLOCKS_PER_BATCH),
-                ))?;
+            blocks.push(block);
+            if blocks.len() == PER_BATCH {
+                send(Batch::Blocks(std::mem::take(&mut blocks)))?;
             }
         }
         Ok(())
     })?;
-    batch.extend(encoder.finish());
-    if !batch.is_empty() {
-        send(batch)?;
+    blocks.extend(encoder.finish());
+    if !blocks.is_empty() {
+        send(Batch::Blocks(blocks))?;
     }
-    if summary.numbers.is_empty() {
+    if summary.total == summary.invalid {
         return Err(ReadFail::NoNumbers {
             rows: summary.total,
         });
     }
+    let mut chunker = ChunkEncoder::new(chunk_size);
+    let mut chunks = Vec::with_capacity(PER_BATCH * 2);
+    dedupe.finish(|number, rows| {
+        if let Some(chunk) = chunker.push(number, rows) {
+            chunks.push(chunk);
+            if chunks.len() == PER_BATCH * 2 {
+                send(Batch::Chunks(std::mem::take(&mut chunks)))?;
+            }
+        }
+        Ok::<_, InputError>(())
+    })?;
+    chunks.extend(chunker.finish());
+    if !chunks.is_empty() {
+        send(Batch::Chunks(chunks))?;
+    }
+    summary.distinct = chunker.distinct;
+    summary.chunks = chunker.chunks();
     Ok(summary)
 }
 
@@ -275,8 +288,10 @@ pub async fn create_task(
     };
     let (tx, rx) = mpsc::channel(8);
     let max_rows = state.api.max_rows;
-    let reader =
-        tokio::task::spawn_blocking(move || read_file(handle, format, normalizer, max_rows, tx));
+    let chunk_size = new.chunk_size;
+    let reader = tokio::task::spawn_blocking(move || {
+        read_file(handle, format, normalizer, max_rows, chunk_size, tx)
+    });
     let summary = async move {
         reader
             .await

@@ -2,6 +2,7 @@
 //! uploaded file into input rows. Pure logic and `std::io` only: no async runtime, database,
 //! HTTP or storage code lives here.
 
+pub mod dedupe;
 pub mod input;
 pub mod number;
 pub mod outcome;

@@ -19,27 +19,25 @@ pub struct NewTask {
 }
 
 /// What the reader found, known once the whole file is read.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IngestSummary {
     pub total: u64,
     pub invalid: u64,
-    /// Distinct valid numbers in order of first appearance (index = `num_idx`), as E.164 digits.
-    pub numbers: Vec<u64>,
-    /// How many input rows carry each distinct number.
-    pub rows_per_number: Vec<u32>,
+    /// Distinct valid numbers.
+    pub distinct: u64,
+    pub chunks: u32,
 }
 
-impl IngestSummary {
-    pub fn chunk_count(&self, chunk_size: u32) -> u32 {
-        (self.numbers.len() as u64).div_ceil(u64::from(chunk_size.max(1))) as u32
-    }
+/// What the reader hands to [`insert`], in this order: every block of input rows, then every
+/// chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Batch {
+    Blocks(Vec<Block>),
+    Chunks(Vec<ChunkRow>),
 }
 
 /// Input rows per stored block (`task_row_blocks`).
 pub const ROWS_PER_BLOCK: usize = 1024;
-
-/// Distinct numbers per INSERT of chunk rows (about 1 MB of parameters).
-const CHUNK_NUMBERS_PER_INSERT: usize = 64 * 1024;
 
 /// One block of input rows as array literals: the E.164 digits of each row (NULL for an
 /// invalid row), and the raw text of the invalid rows (None when the block has none).
@@ -48,6 +46,72 @@ pub struct Block {
     pub block_no: i32,
     pub numbers: String,
     pub raw: Option<String>,
+}
+
+/// One chunk as array literals: its distinct numbers (E.164 digits) and how many input rows
+/// carry each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkRow {
+    pub chunk_no: i32,
+    pub numbers: String,
+    pub rows: String,
+}
+
+/// Groups distinct numbers into chunks of `chunk_size`.
+#[derive(Debug, Clone)]
+pub struct ChunkEncoder {
+    size: usize,
+    chunk_no: i32,
+    numbers: Vec<u64>,
+    rows: Vec<u32>,
+    /// Distinct numbers seen so far.
+    pub distinct: u64,
+}
+
+impl ChunkEncoder {
+    pub fn new(chunk_size: u32) -> Self {
+        ChunkEncoder {
+            size: chunk_size.max(1) as usize,
+            chunk_no: 0,
+            numbers: Vec::new(),
+            rows: Vec::new(),
+            distinct: 0,
+        }
+    }
+
+    /// Adds a distinct number with its row count; returns the chunk it completes.
+    pub fn push(&mut self, number: u64, rows: u32) -> Option<ChunkRow> {
+        self.distinct += 1;
+        self.numbers.push(number);
+        self.rows.push(rows);
+        (self.numbers.len() == self.size).then(|| self.take())
+    }
+
+    /// The last, partly filled chunk, if any.
+    pub fn finish(&mut self) -> Option<ChunkRow> {
+        (!self.numbers.is_empty()).then(|| self.take())
+    }
+
+    /// Chunks made so far.
+    pub fn chunks(&self) -> u32 {
+        self.chunk_no as u32
+    }
+
+    fn take(&mut self) -> ChunkRow {
+        let mut numbers = String::with_capacity(self.numbers.len() * 13);
+        push_int_array(&mut numbers, self.numbers.iter().map(|n| Some(*n as i64)));
+        let mut rows = String::with_capacity(self.rows.len() * 2);
+        push_int_array(&mut rows, self.rows.iter().map(|r| Some(i64::from(*r))));
+        let chunk = ChunkRow {
+            chunk_no: self.chunk_no,
+            numbers,
+            rows,
+        };
+        self.chunk_no += 1;
+        self.numbers.clear();
+        self.rows.clear();
+        chunk
+    }
 }
 
 /// Groups input rows into blocks of [`ROWS_PER_BLOCK`]; used by the (blocking) file reader.
@@ -210,14 +274,14 @@ impl<E> From<sqlx::Error> for IngestError<E> {
 
 /// Creates a task with all its rows in one transaction: either everything is stored or nothing.
 ///
-/// `blocks` carries the input rows, stored batch by batch while the file is still being read;
-/// `summary` resolves when the reader is done. Plain INSERTs, not COPY: a COPY ends with a small
+/// `batches` carries the input rows, stored batch by batch while the file is still being read,
+/// then the chunks; `summary` resolves when the reader is done. Plain INSERTs, not COPY: a COPY ends with a small
 /// write right after its data, which waits for the server's delayed ACK (sqlx does not set
 /// TCP_NODELAY), while each INSERT is one write and one answer.
 pub async fn insert<E>(
     pool: &PgPool,
     new: &NewTask,
-    mut blocks: mpsc::Receiver<Vec<Block>>,
+    mut batches: mpsc::Receiver<Batch>,
     summary: impl Future<Output = Result<IngestSummary, E>>,
 ) -> Result<TaskRecord, IngestError<E>> {
     let id = new.id.to_string();
@@ -236,64 +300,41 @@ pub async fn insert<E>(
     .execute(&mut *tx)
     .await?;
 
-    while let Some(batch) = blocks.recv().await {
-        let mut nos = Vec::with_capacity(batch.len());
-        let mut numbers = Vec::with_capacity(batch.len());
-        let mut raw = Vec::with_capacity(batch.len());
-        for b in batch {
-            nos.push(b.block_no);
-            numbers.push(b.numbers);
-            raw.push(b.raw);
-        }
-        sqlx::query(
-            "INSERT INTO task_row_blocks (task_id, block_no, numbers, raw) \
-             SELECT $1, b, n::bigint[], r::text[] FROM UNNEST($2::int[], $3::text[], $4::text[]) \
-               AS u(b, n, r)",
-        )
-        .bind(&id)
-        .bind(&nos)
-        .bind(&numbers)
-        .bind(&raw)
-        .execute(&mut *tx)
-        .await?;
+    while let Some(batch) = batches.recv().await {
+        let (mut nos, mut first, mut second) = (Vec::new(), Vec::new(), Vec::new());
+        let sql = match batch {
+            Batch::Blocks(blocks) => {
+                for b in blocks {
+                    nos.push(b.block_no);
+                    first.push(b.numbers);
+                    second.push(b.raw);
+                }
+                "INSERT INTO task_row_blocks (task_id, block_no, numbers, raw) \
+                 SELECT $1, b, n::bigint[], r::text[] \
+                 FROM UNNEST($2::int[], $3::text[], $4::text[]) AS u(b, n, r)"
+            }
+            Batch::Chunks(chunks) => {
+                for c in chunks {
+                    nos.push(c.chunk_no);
+                    first.push(c.numbers);
+                    second.push(Some(c.rows));
+                }
+                "INSERT INTO task_chunks (task_id, chunk_no, numbers, rows) \
+                 SELECT $1, c, n::bigint[], r::int[] \
+                 FROM UNNEST($2::int[], $3::text[], $4::text[]) AS u(c, n, r)"
+            }
+        };
+        sqlx::query(sql)
+            .bind(&id)
+            .bind(&nos)
+            .bind(&first)
+            .bind(&second)
+            .execute(&mut *tx)
+            .await?;
     }
     let summary = summary.await.map_err(IngestError::Input)?;
 
-    // Each chunk with its distinct numbers and how many rows carry each.
-    let size = new.chunk_size.max(1) as usize;
-    let per_insert = (CHUNK_NUMBERS_PER_INSERT / size).max(1) * size;
-    for (first, (numbers, rows)) in summary
-        .numbers
-        .chunks(per_insert)
-        .zip(summary.rows_per_number.chunks(per_insert))
-        .enumerate()
-    {
-        let mut nos = Vec::new();
-        let mut nums = Vec::new();
-        let mut counts = Vec::new();
-        for (i, (n, r)) in numbers.chunks(size).zip(rows.chunks(size)).enumerate() {
-            nos.push(((first * per_insert) / size + i) as i32);
-            let mut s = String::with_capacity(n.len() * 13);
-            push_int_array(&mut s, n.iter().map(|n| Some(*n as i64)));
-            nums.push(s);
-            let mut s = String::with_capacity(r.len() * 2);
-            push_int_array(&mut s, r.iter().map(|r| Some(i64::from(*r))));
-            counts.push(s);
-        }
-        sqlx::query(
-            "INSERT INTO task_chunks (task_id, chunk_no, numbers, rows) \
-             SELECT $1, c, n::bigint[], r::int[] FROM UNNEST($2::int[], $3::text[], $4::text[]) \
-               AS u(c, n, r)",
-        )
-        .bind(&id)
-        .bind(&nos)
-        .bind(&nums)
-        .bind(&counts)
-        .execute(&mut *tx)
-        .await?;
-    }
-
-    let chunks = summary.chunk_count(new.chunk_size);
+    let chunks = summary.chunks;
     let row = sqlx::query(concat!(
         "UPDATE tasks SET total = $2, invalid = $3, distinct_numbers = $4, chunk_count = $5 \
          WHERE id = $1 RETURNING ",
@@ -302,7 +343,7 @@ pub async fn insert<E>(
     .bind(&id)
     .bind(summary.total as i64)
     .bind(summary.invalid as i64)
-    .bind(summary.numbers.len() as i64)
+    .bind(summary.distinct as i64)
     .bind(chunks as i32)
     .fetch_one(&mut *tx)
     .await?;
@@ -340,6 +381,31 @@ mod tests {
             format!("{{{},NULL}}", 41_790_000_000u64 + ROWS_PER_BLOCK as u64)
         );
         assert_eq!(last.raw.as_deref(), Some("{NULL,\"n/\\\"a\"}"));
+        assert_eq!(e.finish(), None);
+    }
+
+    #[test]
+    fn distinct_numbers_are_grouped_into_chunks() {
+        let mut e = ChunkEncoder::new(2);
+        let full: Vec<ChunkRow> = [
+            (41_790_000_001, 1),
+            (41_790_000_002, 3),
+            (41_790_000_003, 1),
+        ]
+        .into_iter()
+        .filter_map(|(n, r)| e.push(n, r))
+        .collect();
+        assert_eq!(
+            full,
+            vec![ChunkRow {
+                chunk_no: 0,
+                numbers: "{41790000001,41790000002}".into(),
+                rows: "{1,3}".into()
+            }]
+        );
+        let last = e.finish().unwrap();
+        assert_eq!((last.chunk_no, last.numbers.as_str()), (1, "{41790000003}"));
+        assert_eq!((e.distinct, e.chunks()), (3, 2));
         assert_eq!(e.finish(), None);
     }
 }

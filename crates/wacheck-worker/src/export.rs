@@ -17,7 +17,6 @@ use crate::pipeline::Pipeline;
 
 /// Data rows per xlsx sheet (the format's 1,048,576 rows, less the header).
 pub const XLSX_ROWS_PER_SHEET: u32 = 1_048_575;
-const BATCH: usize = 2_000;
 
 pub fn header(kind: TaskKind) -> &'static [&'static str] {
     match kind {
@@ -173,27 +172,19 @@ pub async fn export_task(p: &Pipeline, task: TaskId) -> anyhow::Result<()> {
     let writer = tokio::task::spawn_blocking(move || write_file(&writer_path, format, kind, rx));
 
     let mut rows = chunks::result_rows(&p.pool, task);
-    let mut batch = Vec::with_capacity(BATCH);
     let mut streamed = Ok(());
-    while let Some(row) = rows.next().await {
-        match row {
-            Ok(row) => batch.push(row),
+    while let Some(batch) = rows.next().await {
+        match batch {
+            Ok(batch) => {
+                if tx.send(batch).await.is_err() {
+                    break;
+                }
+            }
             Err(e) => {
                 streamed = Err(e);
                 break;
             }
         }
-        if batch.len() == BATCH
-            && tx
-                .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
-                .await
-                .is_err()
-        {
-            break;
-        }
-    }
-    if !batch.is_empty() {
-        let _ = tx.send(batch).await;
     }
     drop(tx);
     drop(rows);

@@ -103,10 +103,11 @@ async fn compact_rows_migration_keeps_tasks_and_answers() {
     assert_eq!(pushes.exports, vec![id]);
 
     // Every row, in input order, with its answer.
-    let rows: Vec<_> = wacheck_store::chunks::result_rows(&pool, id)
+    let batches: Vec<Vec<_>> = wacheck_store::chunks::result_rows(&pool, id)
         .try_collect()
         .await
         .unwrap();
+    let rows: Vec<_> = batches.into_iter().flatten().collect();
     let shown: Vec<(Option<String>, Option<String>, Option<String>)> = rows
         .into_iter()
         .map(|r| (r.raw, r.e164, r.outcome))
