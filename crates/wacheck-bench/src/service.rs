@@ -91,7 +91,7 @@ impl Proc {
 }
 
 impl Service {
-    /// A fresh database `wacheck_bench`, migrated, with a key for user `bench`.
+    /// A fresh database `wacheck_bench_<ulid>`, migrated, with a key for user `bench`.
     pub fn create(bin_dir: &Path, dir: &Path, admin_url: &str) -> anyhow::Result<Service> {
         let bin = bin_dir.join("wacheck");
         anyhow::ensure!(
@@ -99,7 +99,10 @@ impl Service {
             "{} not found: build it first (cargo build --release --bins)",
             bin.display()
         );
-        let db_name = "wacheck_bench".to_owned();
+        let db_name = format!(
+            "wacheck_bench_{}",
+            ulid::Ulid::generate().to_string().to_lowercase()
+        );
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;

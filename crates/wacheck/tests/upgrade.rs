@@ -97,6 +97,12 @@ async fn compact_rows_migration_keeps_tasks_and_answers() {
             .await
             .unwrap();
     assert_eq!(stored, 1);
+    // Even with its `answered` count wrong, a chunk whose numbers all have answers finishes.
+    sqlx::query("UPDATE task_chunks SET answered = 0 WHERE task_id = $1 AND chunk_no = 1")
+        .bind(&t)
+        .execute(&pool)
+        .await
+        .unwrap();
     let pushes = wacheck_store::chunks::finish(&pool, id, 1, 2)
         .await
         .unwrap();
@@ -130,6 +136,14 @@ async fn compact_rows_migration_keeps_tasks_and_answers() {
             .await
             .unwrap();
     assert_eq!((success, failure), (4, 1));
+    let answered: i32 = sqlx::query_scalar(
+        "SELECT answered FROM task_chunks WHERE task_id = $1 AND chunk_no = 1 AND done_at IS NOT NULL",
+    )
+    .bind(&t)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(answered, 1);
     pool.close().await;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE {db} WITH (FORCE)"
