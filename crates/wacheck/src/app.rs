@@ -98,11 +98,10 @@ impl App {
         let blob = open_blob(&config, &pool).await?;
 
         let sim = Arc::new(SimulatedBackend::new(config.sim.clone()));
-        let accounts = Arc::new(Accounts::new(vec![Account::new(
-            "simulated",
-            sim.clone(),
-            config.rate,
-        )]));
+        let accounts = Arc::new(Accounts::new(vec![
+            Account::new("simulated", sim.clone(), config.rate)
+                .shared(queue.connection(), &config.redis_prefix),
+        ]));
         if accounts.any_simulated() {
             tracing::warn!(
                 "RESULTS ARE SIMULATED: no WhatsApp account is configured; answers follow a fixed rule \
