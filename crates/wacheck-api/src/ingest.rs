@@ -147,11 +147,6 @@ fn read_error(e: ReadFail) -> ApiError {
     }
 }
 
-/// E.164 without `+` as an integer: a compact, exact key for deduplication.
-fn digits_key(e164: &str) -> u64 {
-    e164[1..].parse().expect("E.164 digits fit in u64")
-}
-
 /// Blocks (or chunks) per message to the database writer: 64k rows, or 128 chunks.
 const PER_BATCH: usize = 64;
 
@@ -164,11 +159,12 @@ fn read_file(
     normalizer: Normalizer,
     max_rows: u64,
     chunk_size: u32,
+    dedupe_run: usize,
     tx: mpsc::Sender<Batch>,
 ) -> Result<IngestSummary, ReadFail> {
     file.rewind().map_err(InputError::from)?;
     let mut summary = IngestSummary::default();
-    let mut dedupe = Dedupe::default();
+    let mut dedupe = Dedupe::new(dedupe_run);
     let mut encoder = BlockEncoder::new();
     let mut blocks = Vec::with_capacity(PER_BATCH);
     let send = |batch: Batch| {
@@ -179,7 +175,7 @@ fn read_file(
         summary.total += 1;
         let block = match normalizer.normalize(&raw) {
             Some(e164) => {
-                let key = digits_key(e164.as_str());
+                let key = e164.key();
                 dedupe.push(key)?;
                 encoder.row(Some(key), None)
             }
@@ -289,8 +285,11 @@ pub async fn create_task(
     let (tx, rx) = mpsc::channel(8);
     let max_rows = state.api.max_rows;
     let chunk_size = new.chunk_size;
+    let dedupe_run = state.api.dedupe_run;
     let reader = tokio::task::spawn_blocking(move || {
-        read_file(handle, format, normalizer, max_rows, chunk_size, tx)
+        read_file(
+            handle, format, normalizer, max_rows, chunk_size, dedupe_run, tx,
+        )
     });
     let summary = async move {
         reader

@@ -31,6 +31,9 @@ pub struct ApiSettings {
     /// are already on disk). Each holds a database connection for its whole transaction, so
     /// this keeps connections free for status reads.
     pub max_concurrent_ingests: usize,
+    /// Numbers an upload deduplicates in memory (8 bytes each); beyond that, sorted runs go to
+    /// temporary files and are merged.
+    pub dedupe_run: usize,
 }
 
 impl Default for ApiSettings {
@@ -40,6 +43,7 @@ impl Default for ApiSettings {
             max_rows: 5_000_000,
             result_url_ttl_secs: 3600,
             max_concurrent_ingests: 4,
+            dedupe_run: wacheck_core::dedupe::DEFAULT_RUN,
         }
     }
 }

@@ -37,6 +37,17 @@ impl E164 {
     pub fn into_string(self) -> String {
         self.0
     }
+
+    /// The digits as an integer: the compact, exact key under which wacheck stores and
+    /// deduplicates numbers (at most 15 digits fit any integer type from `u64` up).
+    pub fn key(&self) -> u64 {
+        self.digits().parse().expect("an E164 holds 4 to 15 digits")
+    }
+
+    /// The number a stored key stands for; `None` if it cannot be one.
+    pub fn from_key(key: u64) -> Option<Self> {
+        Self::from_canonical(&format!("+{key}"))
+    }
 }
 
 impl fmt::Display for E164 {
@@ -212,6 +223,14 @@ mod tests {
         assert!(Normalizer::new(Some("XX")).is_err());
         assert!(Normalizer::new(Some("CHE")).is_err());
         assert!(Normalizer::new(Some("")).unwrap().region.is_none());
+    }
+
+    #[test]
+    fn keys_round_trip() {
+        let n = E164::from_canonical("+41791234567").unwrap();
+        assert_eq!(n.key(), 41_791_234_567);
+        assert_eq!(E164::from_key(n.key()), Some(n));
+        assert_eq!(E164::from_key(12), None);
     }
 
     #[test]

@@ -120,11 +120,6 @@ pub struct Claim {
     pub numbers: Vec<E164>,
 }
 
-/// E.164 digits as stored (`+41791234567` -> 41791234567).
-pub fn number_key(n: &E164) -> i64 {
-    n.digits().parse().expect("E.164 digits fit in i64")
-}
-
 /// The numbers of a chunk that have no answer yet, in order.
 pub(crate) async fn open_numbers(
     conn: &mut sqlx::PgConnection,
@@ -145,7 +140,9 @@ pub(crate) async fn open_numbers(
 }
 
 fn stored_number(n: i64) -> Result<E164> {
-    E164::from_canonical(&format!("+{n}"))
+    u64::try_from(n)
+        .ok()
+        .and_then(E164::from_key)
         .ok_or_else(|| StoreError::Corrupt(format!("stored number `{n}`")))
 }
 
@@ -248,7 +245,7 @@ pub async fn store_outcomes(
         } else {
             w
         };
-        idx.push(number_key(i));
+        idx.push(i.key() as i64);
         outcome.push(w.as_str());
         reason.push(o.reason.clone());
         jid.push(o.jid.clone());

@@ -209,3 +209,39 @@ async fn health_says_results_are_simulated() {
     assert!(h["warning"].as_str().unwrap().contains("SIMULATED"));
     env.stop().await;
 }
+
+/// A key's last use is recorded, but at most once a minute: polling does not turn every status
+/// read into a write of the same row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_last_use_is_written_at_most_once_a_minute() {
+    let env = TestEnv::start(Store::Local).await;
+    let last_used = || async {
+        sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+            "SELECT last_used_at FROM api_keys WHERE user_id = $1",
+        )
+        .bind(USER)
+        .fetch_one(env.pool())
+        .await
+        .unwrap()
+    };
+    let missing = wacheck_core::TaskId::new().to_string();
+    assert_eq!(env.status("simple", &missing).await.0, 404);
+    let first = last_used().await.expect("first use recorded");
+    assert_eq!(env.status("simple", &missing).await.0, 404);
+    assert_eq!(
+        last_used().await,
+        Some(first),
+        "written again within a minute"
+    );
+    sqlx::query(
+        "UPDATE api_keys SET last_used_at = now() - interval '2 minutes' WHERE user_id = $1",
+    )
+    .bind(USER)
+    .execute(env.pool())
+    .await
+    .unwrap();
+    assert_eq!(env.status("simple", &missing).await.0, 404);
+    let later = last_used().await.unwrap();
+    assert!(later > first, "a use after a minute is recorded");
+    env.stop().await;
+}

@@ -367,7 +367,12 @@ async fn a_small_task_is_not_stuck_behind_a_big_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_thousand_numbers_local_store() {
-    let env = TestEnv::start_with(Store::Local, |c| c.pipeline.chunk_size = 2000).await;
+    // Deduplication in runs of 10,000 numbers: nine go to temporary files and are merged.
+    let env = TestEnv::start_with(Store::Local, |c| {
+        c.pipeline.chunk_size = 2000;
+        c.api.dedupe_run = 10_000;
+    })
+    .await;
     let raws = messy_numbers(100_000, 42);
     round_trip(&env, "simple", "big.txt", txt(&raws), &raws, &[]).await;
     env.stop().await;
