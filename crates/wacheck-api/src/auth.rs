@@ -7,18 +7,41 @@ use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 
 use crate::{ApiError, AppState};
 
-/// The user a request's key belongs to.
+/// The user a request's key belongs to, and what the key may do.
 #[derive(Debug, Clone)]
-pub struct AuthUser(pub String);
+pub struct AuthUser {
+    pub id: String,
+    pub scopes: Vec<String>,
+}
 
 impl AuthUser {
     /// The `user_id` a request names must be the caller; anything else looks like a
     /// missing resource (no existence leak).
     pub fn require(&self, user_id: &str) -> Result<(), ApiError> {
-        if self.0 == user_id {
+        if self.id == user_id {
             Ok(())
         } else {
             Err(ApiError::task_not_found())
+        }
+    }
+
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.has_scope("admin")
+    }
+
+    /// The key must carry `scope` (admins may do everything).
+    pub fn need(&self, scope: &str) -> Result<(), ApiError> {
+        if self.has_scope(scope) || self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden {
+                code: "missing_scope",
+                message: format!("this API key lacks the `{scope}` scope"),
+            })
         }
     }
 }
@@ -40,7 +63,7 @@ impl FromRequest for AuthUser {
                 ApiError::Unauthorized("missing API key: send it in the X-API-Key header".into())
             })?;
             match wacheck_store::keys::authenticate(&state.pool, &key).await? {
-                Some(user) => Ok(AuthUser(user)),
+                Some((id, scopes)) => Ok(AuthUser { id, scopes }),
                 None => Err(ApiError::Unauthorized("unknown or revoked API key".into())),
             }
         })

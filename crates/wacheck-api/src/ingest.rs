@@ -23,6 +23,8 @@ pub struct Upload {
     pub user_id: Option<String>,
     pub default_region: Option<String>,
     pub result_format: Option<String>,
+    /// `false`: check every number afresh instead of using cached answers.
+    pub cache: Option<String>,
     pub file: Option<tempfile::NamedTempFile>,
     pub file_name: Option<String>,
 }
@@ -42,6 +44,7 @@ pub async fn read_form(mut form: Multipart, max_bytes: u64) -> Result<Upload, Ap
         user_id: None,
         default_region: None,
         result_format: None,
+        cache: None,
         file: None,
         file_name: None,
     };
@@ -108,6 +111,7 @@ pub async fn read_form(mut form: Multipart, max_bytes: u64) -> Result<Upload, Ap
             "user_id" => up.user_id = Some(text),
             "default_region" => up.default_region = Some(text).filter(|t| !t.is_empty()),
             "result_format" => up.result_format = Some(text).filter(|t| !t.is_empty()),
+            "cache" => up.cache = Some(text).filter(|t| !t.is_empty()),
             _ => {} // unknown fields are ignored, as form posts often carry extras
         }
     }
@@ -255,6 +259,16 @@ pub async fn create_task(
                 )
             })?,
     };
+    let use_cache = match up.cache.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("true" | "1" | "yes") => true,
+        Some("false" | "0" | "no") => false,
+        Some(other) => {
+            return Err(ApiError::bad(
+                "invalid_parameter",
+                format!("cache must be true or false, not `{other}`"),
+            ));
+        }
+    };
 
     // Parsing and storing take a turn; the upload's bytes are on disk already.
     let _turn = state
@@ -281,6 +295,7 @@ pub async fn create_task(
         result_format,
         default_region: up.default_region.map(|r| r.to_ascii_uppercase()),
         chunk_size: state.chunk_size,
+        use_cache,
     };
     let (tx, rx) = mpsc::channel(8);
     let max_rows = state.api.max_rows;

@@ -1,9 +1,11 @@
 //! The HTTP API: ekycpro-compatible task routes, the health check, and downloads of result
 //! files kept in a local directory. The only crate that knows HTTP and JSON shapes.
 
+mod accounts;
 mod auth;
 mod error;
 mod ingest;
+pub mod qr;
 mod routes;
 
 use std::sync::Arc;
@@ -58,9 +60,8 @@ pub struct AppState {
     /// Distinct numbers per chunk and chunks queued per task (from the pipeline settings).
     pub chunk_size: u32,
     pub window: u32,
-    /// Backend kinds in use, and whether any of them is the simulation.
-    pub backends: Vec<String>,
-    pub simulated: bool,
+    /// The account pool (health, the simulation flag, and the accounts routes).
+    pub accounts: Arc<wacheck_worker::Pool>,
     /// Turns of `max_concurrent_ingests`.
     pub ingest_slots: Arc<tokio::sync::Semaphore>,
 }

@@ -34,7 +34,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/wa/api/{kind}/tasks/{task_id}/export",
             web::post().to(export_task),
         )
-        .route("/files/{key:.*}", web::get().to(download));
+        .route("/files/{key:.*}", web::get().to(download))
+        .configure(crate::accounts::configure);
 }
 
 /// The task as ekycpro shows it, plus `kind` and a loud `simulated` flag.
@@ -61,6 +62,11 @@ pub struct TaskView {
     pub last_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancelled_at: Option<String>,
+    /// Rows answered from the result cache, at no cost to any account (part of `success`).
+    pub cached: i64,
+    /// Why the task's work waits (no healthy WhatsApp account), while it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 /// No progress for this long while numbers are still open counts as a stall worth saying.
@@ -83,7 +89,9 @@ fn message(t: &TaskRecord, now: DateTime<Utc>, working: bool) -> String {
             } else {
                 format!("checking: {answered} of {} rows answered", t.total)
             };
-            if let Some(e) = recent_error {
+            if let Some(w) = &t.waiting {
+                m.push_str(&format!("; waiting: {w}"));
+            } else if let Some(e) = recent_error {
                 m.push_str(&format!("; the backend is failing, retrying: {e}"));
             } else if idle >= STALL_SECS && working {
                 m.push_str("; a worker holds its next numbers (waiting for account budget)");
@@ -148,6 +156,7 @@ async fn view(state: &AppState, t: TaskRecord) -> Result<TaskView, ApiError> {
         && (now - t.updated_at).num_seconds() >= STALL_SECS
         && wacheck_store::lifecycle::has_live_lease(&state.pool, t.id).await?;
     let message = message(&t, now, working);
+    let simulated = t.simulated || state.accounts.simulated_in_use(Some(&t.user_id));
     Ok(TaskView {
         message,
         unknown: t.unknown,
@@ -163,7 +172,9 @@ async fn view(state: &AppState, t: TaskRecord) -> Result<TaskView, ApiError> {
         failure: t.failure,
         result_url,
         kind: t.kind,
-        simulated: state.simulated,
+        simulated,
+        cached: t.cached,
+        waiting: t.waiting.clone().filter(|_| t.status.is_checking()),
     })
 }
 
@@ -180,6 +191,7 @@ async fn create_task(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let kind = kind_of(&path)?;
+    user.need("tasks")?;
     let content_type = req
         .headers()
         .get("content-type")
@@ -196,7 +208,7 @@ async fn create_task(
     }
     let form = Multipart::new(req.headers(), payload);
     let upload = ingest::read_form(form, state.api.max_upload_bytes).await?;
-    let record = ingest::create_task(&state, &user.0, kind, upload).await?;
+    let record = ingest::create_task(&state, &user.id, kind, upload).await?;
     Ok(HttpResponse::Ok().json(view(&state, record).await?))
 }
 
@@ -214,6 +226,7 @@ async fn own_task(
 ) -> Result<TaskRecord, ApiError> {
     let (kind, task_id) = path;
     let kind = kind_of(&kind)?;
+    user.need("tasks")?;
     let user_id = query
         .user_id
         .as_deref()
@@ -227,7 +240,7 @@ async fn own_task(
     user.require(user_id)?;
     let id: TaskId = task_id.parse().map_err(|_| ApiError::task_not_found())?;
     let task = wacheck_store::tasks::get(&state.pool, id).await?;
-    task.filter(|t| t.user_id == user.0 && t.kind == kind)
+    task.filter(|t| t.user_id == user.id && t.kind == kind)
         .ok_or_else(ApiError::task_not_found)
 }
 
@@ -305,7 +318,11 @@ async fn export_task(
 struct Health<'a> {
     status: &'a str,
     database: bool,
-    backends: &'a [String],
+    /// Kinds of the accounts in the pool.
+    backends: Vec<&'static str>,
+    /// Accounts in the pool, and how many of them can take work now.
+    accounts: usize,
+    healthy_accounts: usize,
     simulated: bool,
     storage: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -314,14 +331,25 @@ struct Health<'a> {
 
 async fn health(state: web::Data<AppState>) -> HttpResponse {
     let database = sqlx::query("SELECT 1").execute(&state.pool).await.is_ok();
+    let accounts = state.accounts.all();
+    let now = chrono::Utc::now();
+    let mut backends: Vec<&'static str> = accounts.iter().map(|a| a.kind().as_str()).collect();
+    backends.sort_unstable();
+    backends.dedup();
+    let simulated = state.accounts.simulated_in_use(None);
     let body = Health {
         status: if database { "ok" } else { "degraded" },
         database,
-        backends: &state.backends,
-        simulated: state.simulated,
+        backends,
+        accounts: accounts.len(),
+        healthy_accounts: accounts
+            .iter()
+            .filter(|a| a.record().healthy_at(now))
+            .count(),
+        simulated,
         storage: state.blob.kind(),
-        warning: state.simulated.then_some(
-            "results are SIMULATED: no WhatsApp account is configured, answers follow a fixed rule",
+        warning: simulated.then_some(
+            "results are SIMULATED: a simulated account is in the pool, its answers follow a fixed rule",
         ),
     };
     if database {

@@ -1,6 +1,14 @@
-//! WhatsApp check backends behind one trait. Today: the simulated backend.
+//! WhatsApp check backends behind one trait: the simulation, gateways (WAHA, Evolution API)
+//! and, with the `native` feature, a session of our own through whatsapp-rust.
 
+pub mod evolution;
+mod http;
+#[cfg(feature = "native")]
+pub mod native;
 pub mod simulated;
+pub mod waha;
+
+pub use http::GatewaySettings;
 
 use std::time::Duration;
 
@@ -30,15 +38,30 @@ pub struct CheckResult {
     pub presence: Presence,
 }
 
-/// Profile details of a number that is on WhatsApp.
+/// Profile details of a number that is on WhatsApp. `None` means the backend does not know.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Details {
     pub number: Option<E164>,
-    /// About text; `None` when hidden by privacy settings or never set.
+    /// About text; `None` when hidden, never set, or not offered by the backend.
     pub about: Option<String>,
     pub about_set_at: Option<NaiveDate>,
+    /// The about text exists but privacy settings hide it from this account.
+    pub about_hidden: bool,
     pub business: Option<bool>,
     pub has_picture: Option<bool>,
+}
+
+/// Why an account cannot work, and so which state it moves to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountDown {
+    /// Not paired yet, or waiting for its QR code to be scanned.
+    Pairing,
+    /// The session ended (logged out from the phone, or stopped on the gateway).
+    LoggedOut,
+    /// WhatsApp banned the number; `for_secs` when the ban is temporary.
+    Banned { for_secs: Option<u64> },
+    /// Anything else that needs the operator (wrong gateway key, unknown instance).
+    Failed,
 }
 
 /// Errors, classified by what the caller should do about them. None of them means "no".
@@ -50,9 +73,9 @@ pub enum BackendError {
     /// Retry later (timeouts, 5xx, dropped connections).
     #[error("transient backend error: {0}")]
     Transient(String),
-    /// The account cannot work (logged out, banned, not paired).
-    #[error("account unusable: {0}")]
-    Account(String),
+    /// The account cannot work (logged out, banned, not paired): take it out of rotation.
+    #[error("account unusable: {reason}")]
+    Account { down: AccountDown, reason: String },
     /// The request itself is wrong; retrying will not help.
     #[error("request refused: {0}")]
     Permanent(String),
@@ -78,8 +101,21 @@ pub trait CheckBackend: Send + Sync + 'static {
     }
     /// Most numbers one `check` call may carry.
     fn max_batch(&self) -> usize;
+    /// Most numbers one `details` call may carry.
+    fn details_batch(&self) -> usize {
+        self.max_batch()
+    }
+    /// Whether this process can use the account now (a native session runs in one process).
+    fn ready(&self) -> bool {
+        true
+    }
     /// Checks many numbers in one call; one result per number, in order.
     async fn check(&self, numbers: &[E164]) -> Result<Vec<CheckResult>, BackendError>;
     /// Profile details of numbers on WhatsApp; one result per number, in order.
     async fn details(&self, numbers: &[E164]) -> Result<Vec<Details>, BackendError>;
+    /// Asks whether the account works, without spending check budget (a gateway's session
+    /// state). `Ok` when it does; an `Account` error says why not.
+    async fn probe(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
 }

@@ -2,7 +2,9 @@
 //!
 //! h = FNV-1a 64 over the E.164 string (with `+`). On WhatsApp iff `h % 100 < registered_percent`.
 //! About text = SIGNATURES[(h >> 32) % 5], its date = 2020-01-01 + (h >> 40) % 1800 days,
-//! business = (h >> 20) % 10 == 0.
+//! business = (h >> 20) % 10 == 0. The about text is hidden by privacy iff
+//! (h >> 48) % 100 < hidden_percent (default 0); a profile picture is visible iff
+//! (h >> 56) % 10 < 8.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -41,9 +43,17 @@ pub struct Simulated {
     pub signature: &'static str,
     pub status_update: NaiveDate,
     pub business: bool,
+    pub has_picture: bool,
+    /// With the default `hidden_percent` of 0, never.
+    pub about_hidden: bool,
 }
 
 pub fn rule(number: &str, registered_percent: u8) -> Simulated {
+    rule_with_privacy(number, registered_percent, 0)
+}
+
+/// The rule with a share of about texts hidden by privacy settings.
+pub fn rule_with_privacy(number: &str, registered_percent: u8, hidden_percent: u8) -> Simulated {
     let h = fnv1a64(number.as_bytes());
     let base = NaiveDate::from_ymd_opt(2020, 1, 1).expect("valid date");
     Simulated {
@@ -51,6 +61,8 @@ pub fn rule(number: &str, registered_percent: u8) -> Simulated {
         signature: SIGNATURES[((h >> 32) % 5) as usize],
         status_update: base + chrono::Days::new((h >> 40) % 1800),
         business: (h >> 20).is_multiple_of(10),
+        has_picture: (h >> 56) % 10 < 8,
+        about_hidden: (h >> 48) % 100 < u64::from(hidden_percent),
     }
 }
 
@@ -145,6 +157,8 @@ impl FaultPlan {
 pub struct SimConfig {
     /// Share of numbers on WhatsApp, in percent.
     pub registered_percent: u8,
+    /// Share of about texts hidden by privacy settings, in percent.
+    pub hidden_percent: u8,
     /// Delay of every call, in milliseconds.
     pub latency_ms: u64,
     /// Share of calls that fail with a transient error, in percent.
@@ -162,6 +176,7 @@ impl Default for SimConfig {
     fn default() -> Self {
         Self {
             registered_percent: 70,
+            hidden_percent: 0,
             latency_ms: 0,
             fail_percent: 0,
             batch: 100,
@@ -223,7 +238,10 @@ impl SimulatedBackend {
                 ));
             }
             Some(Fault::Account) => {
-                return Err(BackendError::Account("simulated: logged out".into()));
+                return Err(BackendError::Account {
+                    down: crate::AccountDown::LoggedOut,
+                    reason: "simulated: logged out".into(),
+                });
             }
             Some(Fault::Malformed) => return Ok(true),
             None => {}
@@ -317,13 +335,15 @@ impl CheckBackend for SimulatedBackend {
         Ok(answered
             .iter()
             .map(|n| {
-                let r = rule(n.as_str(), self.config.registered_percent);
+                let c = &self.config;
+                let r = rule_with_privacy(n.as_str(), c.registered_percent, c.hidden_percent);
                 Details {
                     number: Some(n.clone()),
-                    about: Some(r.signature.to_owned()),
-                    about_set_at: Some(r.status_update),
+                    about: (!r.about_hidden).then(|| r.signature.to_owned()),
+                    about_set_at: (!r.about_hidden).then_some(r.status_update),
+                    about_hidden: r.about_hidden,
                     business: Some(r.business),
-                    has_picture: Some(true),
+                    has_picture: Some(r.has_picture),
                 }
             })
             .collect())
@@ -360,6 +380,12 @@ mod tests {
         let days = (r.status_update - NaiveDate::from_ymd_opt(2020, 1, 1).unwrap()).num_days();
         assert_eq!(days as u64, (h >> 40) % 1800);
         assert_eq!(r.business, (h >> 20).is_multiple_of(10));
+        assert_eq!(r.has_picture, (h >> 56) % 10 < 8);
+        assert!(!r.about_hidden);
+        let hidden = (0..1_000)
+            .filter(|i| rule_with_privacy(&format!("+4179{:07}", i), 70, 20).about_hidden)
+            .count();
+        assert!((150..320).contains(&hidden), "{hidden}");
     }
 
     #[tokio::test]
@@ -402,7 +428,10 @@ mod tests {
             ));
         }
         assert_eq!(b.check(&n).await.unwrap().len(), 1, "malformed: one short");
-        assert!(matches!(b.check(&n).await, Err(BackendError::Account(_))));
+        assert!(matches!(
+            b.check(&n).await,
+            Err(BackendError::Account { .. })
+        ));
         assert_eq!(b.check(&n).await.unwrap().len(), 2);
         // Only the answered call is in the ledger.
         let lines = std::fs::read_to_string(&ledger).unwrap();

@@ -175,6 +175,10 @@ fn result_row(i: u64) -> wacheck_store::chunks::ResultRow {
         signature: yes.then(|| "Hey there! I am using WhatsApp.".to_owned()),
         status_update: yes.then(|| chrono::NaiveDate::from_ymd_opt(2026, 1, 2).unwrap()),
         business: Some(i.is_multiple_of(5)),
+        has_picture: yes.then_some(i % 10 < 5),
+        privacy: None,
+        jid: (!invalid && yes).then(|| format!("4179{:07}@s.whatsapp.net", i % 10_000_000)),
+        cached: false,
     }
 }
 

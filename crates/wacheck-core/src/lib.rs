@@ -2,6 +2,7 @@
 //! uploaded file into input rows. Pure logic and `std::io` only: no async runtime, database,
 //! HTTP or storage code lives here.
 
+pub mod account;
 pub mod dedupe;
 pub mod input;
 pub mod number;
@@ -9,6 +10,7 @@ pub mod outcome;
 pub mod sanitize;
 pub mod task;
 
+pub use account::{AccountKind, AccountState};
 pub use number::{E164, Normalizer, NumberError};
 pub use outcome::{Outcome, WhatsApp};
 pub use task::{ResultFormat, TaskId, TaskKind, TaskStatus};

@@ -34,4 +34,20 @@ pub struct Outcome {
     pub signature: Option<String>,
     /// Date of the about text (detail tasks).
     pub status_update: Option<NaiveDate>,
+    /// Whether a profile picture is visible (detail tasks).
+    pub has_picture: Option<bool>,
+    /// What privacy settings hid (detail tasks), e.g. the about text.
+    pub privacy: Option<String>,
+    /// The account that answered (None for answers that no account gave).
+    pub account: Option<String>,
+    /// Answered from the result cache, at no cost to any account.
+    pub cached: bool,
+    /// Answered by a simulated account.
+    pub simulated: bool,
+    /// The details call answered for this number (detail tasks): what it said, hidden parts
+    /// included, is the whole truth and may be cached.
+    pub details_checked: bool,
 }
+
+/// The `privacy` note of a number whose about text privacy settings hide.
+pub const ABOUT_HIDDEN: &str = "about hidden by privacy settings";

@@ -42,6 +42,10 @@ fn parse_id(s: &str) -> Result<TaskId> {
 /// Moves a task forward: keeps up to `window` of its chunks queued, and once every chunk is
 /// done marks it completed and asks for its export. Safe to call any time, from anywhere.
 pub async fn advance(pool: &PgPool, task: TaskId, window: u32) -> Result<Pushes> {
+    crate::retry_deadlocks(|| advance_once(pool, task, window)).await
+}
+
+async fn advance_once(pool: &PgPool, task: TaskId, window: u32) -> Result<Pushes> {
     let id = task.to_string();
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
@@ -118,6 +122,9 @@ async fn start(conn: &mut sqlx::PgConnection, id: &str) -> Result<()> {
 pub struct Claim {
     pub kind: wacheck_core::TaskKind,
     pub numbers: Vec<E164>,
+    /// The task's owner (only the shared pool and this user's accounts may check it).
+    pub user_id: String,
+    pub use_cache: bool,
 }
 
 /// The numbers of a chunk that have no answer yet, in order.
@@ -166,7 +173,7 @@ pub async fn claim(
          WHERE c.task_id = $1 AND c.chunk_no = $2 AND t.id = c.task_id \
            AND t.status IN ('pending', 'processing') AND c.done_at IS NULL \
            AND (c.leased_until IS NULL OR c.leased_until < now()) AND c.attempts < $5 \
-         RETURNING t.kind, c.answered, c.numbers",
+         RETURNING t.kind, c.answered, c.numbers, t.user_id, t.use_cache",
     )
     .bind(&id)
     .bind(chunk)
@@ -194,6 +201,8 @@ pub async fn claim(
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("kind `{kind}`")))?,
         numbers,
+        user_id: claimed.try_get("user_id")?,
+        use_cache: claimed.try_get("use_cache")?,
     }))
 }
 
@@ -218,15 +227,35 @@ pub async fn renew(
     Ok(r.rows_affected() == 1)
 }
 
+/// Budget an account spent on the answers being stored (and on failed calls before them).
+#[derive(Debug, Clone, Copy)]
+pub struct Usage<'a> {
+    pub account: &'a str,
+    pub spent: &'a crate::accounts::Spent,
+}
+
 /// Stores outcomes of numbers of a chunk that have none yet and grows the task's counters by
-/// the rows of exactly those numbers. Returns how many numbers got their outcome now.
+/// the rows of exactly those numbers. In the same statement: fresh definite answers go to the
+/// result cache, and `usage` to the task's and the account's tallies. Returns how many numbers
+/// got their outcome now.
 pub async fn store_outcomes(
     pool: &PgPool,
     task: TaskId,
     chunk: i32,
     results: &[(E164, Outcome)],
+    usage: Option<Usage<'_>>,
 ) -> Result<u64> {
-    if results.is_empty() {
+    crate::retry_deadlocks(|| store_once(pool, task, chunk, results, usage)).await
+}
+
+async fn store_once(
+    pool: &PgPool,
+    task: TaskId,
+    chunk: i32,
+    results: &[(E164, Outcome)],
+    usage: Option<Usage<'_>>,
+) -> Result<u64> {
+    if results.is_empty() && usage.is_none() {
         return Ok(0);
     }
     let n = results.len();
@@ -238,6 +267,12 @@ pub async fn store_outcomes(
     let mut business = Vec::with_capacity(n);
     let mut signature = Vec::with_capacity(n);
     let mut status_update: Vec<Option<NaiveDate>> = Vec::with_capacity(n);
+    let mut has_picture = Vec::with_capacity(n);
+    let mut privacy = Vec::with_capacity(n);
+    let mut account = Vec::with_capacity(n);
+    let mut cached = Vec::with_capacity(n);
+    let mut simulated = Vec::with_capacity(n);
+    let mut details = Vec::with_capacity(n);
     for (i, o) in results {
         let w = o.whatsapp.unwrap_or(WhatsApp::Unknown);
         let w = if w == WhatsApp::Invalid {
@@ -253,34 +288,88 @@ pub async fn store_outcomes(
         business.push(o.business);
         signature.push(o.signature.clone());
         status_update.push(o.status_update);
+        has_picture.push(o.has_picture);
+        privacy.push(o.privacy.clone());
+        account.push(o.account.clone());
+        cached.push(o.cached);
+        simulated.push(o.simulated);
+        details.push(o.details_checked);
     }
+    let (u_account, u_checks, u_details, u_calls) = match usage {
+        Some(u) => (
+            Some(u.account),
+            u.spent.checks as i64,
+            u.spent.details as i64,
+            u.spent.calls as i64,
+        ),
+        None => (None, 0, 0, 0),
+    };
     let updated: i64 = sqlx::query_scalar(
         "WITH v AS ( \
            SELECT * FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], \
-                                $8::bool[], $9::text[], $10::date[]) \
-             AS v(number, outcome, reason, jid, lid, business, signature, status_update)), \
+                                $8::bool[], $9::text[], $10::date[], $11::bool[], $12::text[], \
+                                $13::text[], $14::bool[], $15::bool[], $16::bool[]) \
+             AS v(number, outcome, reason, jid, lid, business, signature, status_update, \
+                  has_picture, privacy, account_id, cached, simulated, details)), \
          c AS ( \
            SELECT u.n, u.r FROM task_chunks, unnest(numbers, rows) AS u(n, r) \
            WHERE task_id = $1 AND chunk_no = $2 FOR SHARE OF task_chunks), \
          ins AS ( \
            INSERT INTO task_results (task_id, number, outcome, reason, jid, lid, business, \
-             signature, status_update) \
+             signature, status_update, has_picture, privacy, account_id, cached, simulated) \
            SELECT $1, v.number, v.outcome, v.reason, v.jid, v.lid, v.business, v.signature, \
-             v.status_update FROM v JOIN c ON c.n = v.number \
-           ON CONFLICT DO NOTHING RETURNING number, outcome), \
+             v.status_update, v.has_picture, v.privacy, v.account_id, v.cached, v.simulated \
+           FROM v JOIN c ON c.n = v.number \
+           ON CONFLICT DO NOTHING RETURNING number, outcome, cached, simulated), \
          sums AS ( \
            SELECT count(*) AS numbers, \
              coalesce(sum(c.r) FILTER (WHERE ins.outcome IN ('yes', 'no')), 0) AS ok, \
-             coalesce(sum(c.r) FILTER (WHERE ins.outcome = 'unknown'), 0) AS bad \
+             coalesce(sum(c.r) FILTER (WHERE ins.outcome = 'unknown'), 0) AS bad, \
+             coalesce(sum(c.r) FILTER (WHERE ins.cached), 0) AS from_cache, \
+             coalesce(bool_or(ins.simulated), false) AS simulated \
            FROM ins JOIN c ON c.n = ins.number), \
          t AS ( \
            UPDATE tasks SET success = success + sums.ok, failure = failure + sums.bad, \
-             unknown = unknown + sums.bad, updated_at = now() \
+             unknown = unknown + sums.bad, cached = cached + sums.from_cache, \
+             simulated = tasks.simulated OR sums.simulated, updated_at = now(), \
+             waiting = NULL, waiting_since = NULL \
            FROM sums WHERE id = $1 AND sums.numbers > 0), \
          ch AS ( \
            UPDATE task_chunks SET answered = answered + sums.numbers \
-           FROM sums WHERE task_id = $1 AND chunk_no = $2 AND sums.numbers > 0) \
-         SELECT numbers FROM sums",
+           FROM sums WHERE task_id = $1 AND chunk_no = $2 AND sums.numbers > 0), \
+         fresh AS ( \
+           INSERT INTO number_cache AS nc (number, outcome, jid, lid, business, simulated, \
+             account_id, checked_at, details_at, signature, status_update, has_picture, privacy) \
+           SELECT number, outcome, jid, lid, business, simulated, account_id, now(), \
+             CASE WHEN details THEN now() END, signature, status_update, has_picture, privacy \
+           FROM v WHERE NOT cached AND outcome IN ('yes', 'no') ORDER BY number \
+           ON CONFLICT (number) DO UPDATE SET \
+             details_at = CASE WHEN EXCLUDED.details_at IS NOT NULL THEN EXCLUDED.details_at \
+               WHEN (nc.outcome, nc.simulated) = (EXCLUDED.outcome, EXCLUDED.simulated) \
+               THEN nc.details_at END, \
+             signature = CASE WHEN EXCLUDED.details_at IS NOT NULL THEN EXCLUDED.signature \
+               WHEN (nc.outcome, nc.simulated) = (EXCLUDED.outcome, EXCLUDED.simulated) \
+               THEN nc.signature END, \
+             status_update = CASE WHEN EXCLUDED.details_at IS NOT NULL \
+               THEN EXCLUDED.status_update \
+               WHEN (nc.outcome, nc.simulated) = (EXCLUDED.outcome, EXCLUDED.simulated) \
+               THEN nc.status_update END, \
+             has_picture = CASE WHEN EXCLUDED.details_at IS NOT NULL THEN EXCLUDED.has_picture \
+               WHEN (nc.outcome, nc.simulated) = (EXCLUDED.outcome, EXCLUDED.simulated) \
+               THEN nc.has_picture END, \
+             privacy = CASE WHEN EXCLUDED.details_at IS NOT NULL THEN EXCLUDED.privacy \
+               WHEN (nc.outcome, nc.simulated) = (EXCLUDED.outcome, EXCLUDED.simulated) \
+               THEN nc.privacy END, \
+             business = coalesce(EXCLUDED.business, CASE WHEN nc.outcome = EXCLUDED.outcome \
+               THEN nc.business END), \
+             outcome = EXCLUDED.outcome, jid = EXCLUDED.jid, lid = EXCLUDED.lid, \
+             simulated = EXCLUDED.simulated, account_id = EXCLUDED.account_id, \
+             checked_at = EXCLUDED.checked_at), \
+         used AS ( \
+           INSERT INTO account_usage (account_id, task_id, user_id, checks, details, calls) \
+           SELECT $17, $1, (SELECT user_id FROM tasks WHERE id = $1), $18, $19, $20 \
+           WHERE $17 IS NOT NULL AND $20 > 0) \
+         SELECT coalesce((SELECT numbers FROM sums), 0)",
     )
     .bind(task.to_string())
     .bind(chunk)
@@ -292,6 +381,16 @@ pub async fn store_outcomes(
     .bind(&business)
     .bind(&signature)
     .bind(&status_update)
+    .bind(&has_picture)
+    .bind(&privacy)
+    .bind(&account)
+    .bind(&cached)
+    .bind(&simulated)
+    .bind(&details)
+    .bind(u_account)
+    .bind(u_checks)
+    .bind(u_details)
+    .bind(u_calls)
     .fetch_one(pool)
     .await?;
     Ok(updated as u64)
@@ -299,6 +398,12 @@ pub async fn store_outcomes(
 
 /// Marks a chunk done (once) and moves the task forward.
 pub async fn finish(pool: &PgPool, task: TaskId, chunk: i32, window: u32) -> Result<Pushes> {
+    crate::retry_deadlocks(|| finish_once(pool, task, chunk)).await?;
+    advance(pool, task, window).await
+}
+
+/// Marks a chunk done, once.
+async fn finish_once(pool: &PgPool, task: TaskId, chunk: i32) -> Result<()> {
     let id = task.to_string();
     let mut tx = pool.begin().await?;
     let mut done = sqlx::query(
@@ -336,7 +441,7 @@ pub async fn finish(pool: &PgPool, task: TaskId, chunk: i32, window: u32) -> Res
         .await?;
     }
     tx.commit().await?;
-    advance(pool, task, window).await
+    Ok(())
 }
 
 /// Re-pushes work that has no live job: queued chunks nobody took within `requeue_after`,
@@ -398,12 +503,27 @@ pub struct ResultRow {
     pub signature: Option<String>,
     pub status_update: Option<NaiveDate>,
     pub business: Option<bool>,
+    pub has_picture: Option<bool>,
+    pub privacy: Option<String>,
+    pub jid: Option<String>,
+    pub cached: bool,
 }
 
 /// A stored block: its number, the rows' E.164 digits, the raw text of invalid rows.
 type BlockRow = (i32, Vec<Option<i64>>, Option<Vec<Option<String>>>);
-/// A stored answer: number, outcome, signature, status date, business flag.
-type AnswerRow = (i64, String, Option<String>, Option<NaiveDate>, Option<bool>);
+/// A stored answer: number, outcome, signature, status date, business flag, picture flag,
+/// privacy note, JID, cached.
+type AnswerRow = (
+    i64,
+    String,
+    Option<String>,
+    Option<NaiveDate>,
+    Option<bool>,
+    Option<bool>,
+    Option<String>,
+    Option<String>,
+    bool,
+);
 
 /// Blocks of input rows per step of [`result_rows`] (64k rows).
 const EXPORT_BLOCKS: i32 = 64;
@@ -450,17 +570,15 @@ pub fn result_rows(pool: &PgPool, task: TaskId) -> BoxStream<'_, Result<Vec<Resu
         wanted.sort_unstable();
         wanted.dedup();
         let answers: Vec<AnswerRow> = sqlx::query_as(
-            "SELECT number, outcome, signature, status_update, business FROM task_results \
+            "SELECT number, outcome, signature, status_update, business, has_picture, privacy, \
+               jid, cached FROM task_results \
                  WHERE task_id = $1 AND number = ANY($2)",
         )
         .bind(&id)
         .bind(&wanted)
         .fetch_all(pool)
         .await?;
-        let answers: HashMap<i64, _> = answers
-            .into_iter()
-            .map(|(n, o, s, d, b)| (n, (o, s, d, b)))
-            .collect();
+        let answers: HashMap<i64, AnswerRow> = answers.into_iter().map(|a| (a.0, a)).collect();
         let mut rows = Vec::with_capacity(blocks.len() * crate::tasks::ROWS_PER_BLOCK);
         for (_, numbers, raw) in &blocks {
             for (i, n) in numbers.iter().enumerate() {
@@ -469,10 +587,14 @@ pub fn result_rows(pool: &PgPool, task: TaskId) -> BoxStream<'_, Result<Vec<Resu
                 rows.push(ResultRow {
                     raw,
                     e164: n.map(|n| format!("+{n}")),
-                    outcome: answer.map(|a| a.0.clone()),
-                    signature: answer.and_then(|a| a.1.clone()),
-                    status_update: answer.and_then(|a| a.2),
-                    business: answer.and_then(|a| a.3),
+                    outcome: answer.map(|a| a.1.clone()),
+                    signature: answer.and_then(|a| a.2.clone()),
+                    status_update: answer.and_then(|a| a.3),
+                    business: answer.and_then(|a| a.4),
+                    has_picture: answer.and_then(|a| a.5),
+                    privacy: answer.and_then(|a| a.6.clone()),
+                    jid: answer.and_then(|a| a.7.clone()),
+                    cached: answer.is_some_and(|a| a.8),
                 });
             }
         }

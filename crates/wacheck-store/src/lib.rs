@@ -4,6 +4,8 @@
 //! workers repeat (storing results, finishing a chunk) is guarded so that running it twice
 //! changes nothing.
 
+pub mod accounts;
+pub mod cache;
 pub mod chunks;
 pub mod keys;
 pub mod lifecycle;
@@ -11,6 +13,28 @@ pub mod literal;
 pub mod tasks;
 
 pub use sqlx::PgPool;
+
+/// Runs `f` again when Postgres chose it as the victim of a deadlock (a chunk's answers and
+/// its task's progress are written by concurrent workers; each statement is safe to repeat).
+pub(crate) async fn retry_deadlocks<T, F, Fut>(mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 0u64;
+    loop {
+        match f().await {
+            Err(StoreError::Db(sqlx::Error::Database(e)))
+                if e.code().as_deref() == Some("40P01") && attempt < 5 =>
+            {
+                attempt += 1;
+                tracing::debug!(attempt, "deadlock, trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(10 * attempt)).await;
+            }
+            r => return r,
+        }
+    }
+}
 
 /// The schema, from `migrations/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");

@@ -201,7 +201,7 @@ pub async fn give_up_exhausted(pool: &PgPool, max_attempts: u32, window: u32) ->
                 )
             })
             .collect();
-        chunks::store_outcomes(pool, task, chunk, &rows).await?;
+        chunks::store_outcomes(pool, task, chunk, &rows, None).await?;
         record_error(pool, task, &reason).await?;
         tracing::warn!(%task, chunk, attempts, "chunk given up; its open numbers are unknown");
         pushes.extend(chunks::finish(pool, task, chunk, window).await?);
@@ -253,4 +253,19 @@ pub async fn delete(pool: &PgPool, task: TaskId) -> Result<bool> {
         .await?;
     tx.commit().await?;
     Ok(r.rows_affected() == 1)
+}
+
+/// Says why a task's work waits (`Some`), or that it moves again (`None`); writes only when
+/// that changes, so a waiting worker may call it at every turn.
+pub async fn set_waiting(pool: &PgPool, task: TaskId, why: Option<&str>) -> Result<()> {
+    sqlx::query(
+        "UPDATE tasks SET waiting = $2, \
+           waiting_since = CASE WHEN $2 IS NULL THEN NULL ELSE coalesce(waiting_since, now()) END \
+         WHERE id = $1 AND waiting IS DISTINCT FROM $2",
+    )
+    .bind(task.to_string())
+    .bind(why)
+    .execute(pool)
+    .await?;
+    Ok(())
 }

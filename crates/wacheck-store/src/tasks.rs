@@ -16,6 +16,8 @@ pub struct NewTask {
     pub result_format: ResultFormat,
     pub default_region: Option<String>,
     pub chunk_size: u32,
+    /// Whether cached answers may be used (otherwise every number is checked afresh).
+    pub use_cache: bool,
 }
 
 /// What the reader found, known once the whole file is read.
@@ -203,13 +205,22 @@ pub struct TaskRecord {
     pub cancelled_at: Option<DateTime<Utc>>,
     /// When an export was last asked for (set while one is pending or done).
     pub export_enqueued_at: Option<DateTime<Utc>>,
+    pub use_cache: bool,
+    /// Rows answered from the result cache (part of `success`).
+    pub cached: i64,
+    /// Some answer came from a simulated account.
+    pub simulated: bool,
+    /// Why the task's work waits (no healthy account), and since when.
+    pub waiting: Option<String>,
+    pub waiting_since: Option<DateTime<Utc>>,
 }
 
 macro_rules! task_columns {
     () => {
         "id, user_id, kind, status, result_format, total, invalid, distinct_numbers, success, \
          failure, chunk_size, chunk_count, chunks_done, result_key, created_at, updated_at, \
-         unknown, last_error, last_error_at, cancelled_at, export_enqueued_at"
+         unknown, last_error, last_error_at, cancelled_at, export_enqueued_at, use_cache, cached, \
+         simulated, waiting, waiting_since"
     };
 }
 
@@ -241,6 +252,11 @@ fn task_from_row(row: &sqlx::postgres::PgRow) -> Result<TaskRecord> {
         last_error_at: row.try_get("last_error_at")?,
         cancelled_at: row.try_get("cancelled_at")?,
         export_enqueued_at: row.try_get("export_enqueued_at")?,
+        use_cache: row.try_get("use_cache")?,
+        cached: row.try_get("cached")?,
+        simulated: row.try_get("simulated")?,
+        waiting: row.try_get("waiting")?,
+        waiting_since: row.try_get("waiting_since")?,
     })
 }
 
@@ -288,8 +304,8 @@ pub async fn insert<E>(
     let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO tasks (id, user_id, kind, status, result_format, default_region, total, \
-         invalid, distinct_numbers, chunk_size, chunk_count) \
-         VALUES ($1, $2, $3, 'pending', $4, $5, 0, 0, 0, $6, 0)",
+         invalid, distinct_numbers, chunk_size, chunk_count, use_cache) \
+         VALUES ($1, $2, $3, 'pending', $4, $5, 0, 0, 0, $6, 0, $7)",
     )
     .bind(&id)
     .bind(&new.user_id)
@@ -297,6 +313,7 @@ pub async fn insert<E>(
     .bind(new.result_format.as_str())
     .bind(&new.default_region)
     .bind(new.chunk_size as i32)
+    .bind(new.use_cache)
     .execute(&mut *tx)
     .await?;
 

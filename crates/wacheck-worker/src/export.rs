@@ -18,16 +18,31 @@ use crate::pipeline::Pipeline;
 /// Data rows per xlsx sheet (the format's 1,048,576 rows, less the header).
 pub const XLSX_ROWS_PER_SHEET: u32 = 1_048_575;
 
+/// Columns of a result file. `cached` says whether the answer came from the result cache;
+/// `picture` whether a profile picture is visible, `privacy` what privacy settings hid, `jid`
+/// the id WhatsApp answered with (it can differ from the number, e.g. Brazil's ninth digit).
 pub fn header(kind: TaskKind) -> &'static [&'static str] {
     match kind {
-        TaskKind::Simple => &["Number", "whatsapp"],
+        TaskKind::Simple => &["Number", "whatsapp", "cached"],
         TaskKind::Detail => &[
             "Number",
             "whatsapp",
             "signature",
             "status_update",
             "business",
+            "picture",
+            "privacy",
+            "jid",
+            "cached",
         ],
+    }
+}
+
+fn yes_no(b: Option<bool>) -> String {
+    match b {
+        Some(true) => "yes".into(),
+        Some(false) => "no".into(),
+        None => String::new(),
     }
 }
 
@@ -43,6 +58,7 @@ pub fn cells(kind: TaskKind, row: &ResultRow) -> Vec<String> {
             "invalid".to_owned(),
         ),
     };
+    let answered = row.outcome.is_some();
     let mut out = vec![number, whatsapp];
     if kind == TaskKind::Detail {
         let yes = out[1] == "yes";
@@ -58,12 +74,19 @@ pub fn cells(kind: TaskKind, row: &ResultRow) -> Vec<String> {
                 .map(|d| d.format("%Y-%m-%d").to_string())
                 .unwrap_or_default(),
         );
-        out.push(match row.business.filter(|_| yes) {
-            Some(true) => "yes".into(),
-            Some(false) => "no".into(),
-            None => String::new(),
-        });
+        out.push(yes_no(row.business.filter(|_| yes)));
+        out.push(yes_no(row.has_picture.filter(|_| yes)));
+        out.push(row.privacy.clone().filter(|_| yes).unwrap_or_default());
+        out.push(
+            row.jid
+                .as_deref()
+                .filter(|_| yes)
+                .map(neutralize_formula)
+                .map(|j| j.into_owned())
+                .unwrap_or_default(),
+        );
     }
+    out.push(yes_no(answered.then_some(row.cached)));
     out
 }
 
@@ -225,6 +248,10 @@ mod tests {
             signature: Some("=cmd|' /C calc'!A0".into()),
             status_update: chrono::NaiveDate::from_ymd_opt(2021, 3, 4),
             business: Some(true),
+            has_picture: Some(false),
+            privacy: None,
+            jid: e164.map(|e| format!("{}@s.whatsapp.net", &e[1..])),
+            cached: true,
         }
     }
 
@@ -256,7 +283,7 @@ mod tests {
     #[test]
     fn cells_defuse_formulas_and_fill_details_only_for_yes() {
         let invalid = cells(TaskKind::Detail, &row(Some("=1+2"), None, None));
-        assert_eq!(invalid, ["'=1+2", "invalid", "", "", ""]);
+        assert_eq!(invalid, ["'=1+2", "invalid", "", "", "", "", "", "", ""]);
         let yes = cells(
             TaskKind::Detail,
             &row(None, Some("+41798284651"), Some("yes")),
@@ -268,6 +295,10 @@ mod tests {
                 "yes",
                 "'=cmd|' /C calc'!A0",
                 "2021-03-04",
+                "yes",
+                "no",
+                "",
+                "41798284651@s.whatsapp.net",
                 "yes"
             ]
         );
@@ -275,11 +306,11 @@ mod tests {
             TaskKind::Detail,
             &row(None, Some("+41798284651"), Some("no")),
         );
-        assert_eq!(no, ["+41798284651", "no", "", "", ""]);
+        assert_eq!(no, ["+41798284651", "no", "", "", "", "", "", "", "yes"]);
         let simple = cells(
             TaskKind::Simple,
             &row(None, Some("+41798284651"), Some("unknown")),
         );
-        assert_eq!(simple, ["+41798284651", "unknown"]);
+        assert_eq!(simple, ["+41798284651", "unknown", "yes"]);
     }
 }

@@ -1,11 +1,15 @@
-//! The worker side of the pipeline: the job queue (apalis on Redis), chunk processing under
-//! per-account rate limits, result export, and the reconciler that makes Redis disposable.
+//! The worker side of the pipeline: the job queue (apalis on Redis), the account pool with
+//! its cluster-wide budgets, checking through it (cache, batches, retries), result export, and
+//! the reconciler that makes Redis disposable.
 
-pub mod accounts;
+pub mod check;
 pub mod export;
+pub mod native;
 pub mod pipeline;
+pub mod pool;
 pub mod queue;
 
-pub use accounts::{Account, Accounts, RateConfig};
+pub use check::CacheSettings;
 pub use pipeline::{Pipeline, PipelineSettings, WorkerHandle, spawn_worker};
+pub use pool::{Pool, PoolSettings, RateConfig};
 pub use queue::{Job, Queue};

@@ -10,12 +10,14 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
-use wacheck_backends::{BackendError, CheckResult, Presence};
 use wacheck_blob::BlobStore;
-use wacheck_core::{E164, Outcome, TaskId, TaskKind, WhatsApp};
-use wacheck_store::{chunks, lifecycle};
+use wacheck_core::{E164, Outcome, TaskId, TaskKind};
+use wacheck_store::accounts::Spent;
+use wacheck_store::{accounts, chunks, lifecycle};
 
-use crate::accounts::{Account, Accounts};
+use crate::check::{CacheSettings, Checker, Effort, Finished, Request, Sink};
+use crate::native::NativeHost;
+use crate::pool::Pool;
 use crate::queue::{Job, Queue};
 
 /// Tuning of the pipeline; every field has a default that suits one machine.
@@ -161,6 +163,7 @@ enum Interrupted {
     Cancelled,
     LeaseLost,
     Shutdown,
+    Failed(anyhow::Error),
 }
 
 /// Everything a job needs.
@@ -168,10 +171,13 @@ pub struct Pipeline {
     pub pool: PgPool,
     pub queue: Queue,
     pub blob: Arc<dyn BlobStore>,
-    pub accounts: Arc<Accounts>,
+    pub accounts: Arc<Pool>,
     pub settings: PipelineSettings,
+    pub cache: CacheSettings,
     /// Unique name of this worker (host, pid, ulid): lease owner and apalis worker name.
     pub owner: String,
+    /// Native sessions run by this process.
+    pub natives: Arc<NativeHost>,
     /// Running jobs (shutdown waits for them).
     jobs: TaskTracker,
     /// Raised when the grace period is over: running jobs give their chunks back and return.
@@ -184,16 +190,19 @@ impl Pipeline {
         pool: PgPool,
         queue: Queue,
         blob: Arc<dyn BlobStore>,
-        accounts: Arc<Accounts>,
+        accounts: Arc<Pool>,
         settings: PipelineSettings,
+        cache: CacheSettings,
         owner: String,
     ) -> Self {
         Self {
+            natives: Arc::new(NativeHost::new(accounts.clone(), owner.clone())),
             pool,
             queue,
             blob,
             accounts,
             settings,
+            cache,
             owner,
             jobs: TaskTracker::new(),
             abort: watch::channel(false).0,
@@ -250,8 +259,23 @@ impl Pipeline {
         let renewer = self.spawn_renewer(task, chunk, owner.clone(), lost_tx);
         let mut watch = self.watched.watch(task);
         let mut abort = self.abort.subscribe();
+        let req = Request {
+            user: Some(&claim.user_id),
+            details: claim.kind == TaskKind::Detail,
+            use_cache: claim.use_cache,
+        };
+        let effort = self.effort();
+        let checker = Checker {
+            pool: &self.accounts,
+            effort: &effort,
+        };
+        let mut sink = TaskSink {
+            pool: &self.pool,
+            task,
+            chunk,
+        };
         let checked = tokio::select! {
-            r = self.check_numbers(task, chunk, claim.kind, &claim.numbers) => Ok(r),
+            r = checker.check_all(req, claim.numbers.clone(), &mut sink) => r.map_err(Interrupted::Failed),
             _ = stopped_signal(&mut watch.rx) => Err(Interrupted::Cancelled),
             _ = stopped_signal(&mut lost) => Err(Interrupted::LeaseLost),
             _ = stopped_signal(&mut abort) => Err(Interrupted::Shutdown),
@@ -259,7 +283,13 @@ impl Pipeline {
         renewer.abort();
         drop(watch);
         match checked {
-            Ok(result) => result?,
+            Ok(Finished::Done) => {}
+            Ok(Finished::Handoff) => {
+                info!("only another worker's account can check this chunk: given back");
+                lifecycle::release(&self.pool, task, chunk, &owner).await?;
+                return Ok(());
+            }
+            Err(Interrupted::Failed(e)) => return Err(e),
             Err(Interrupted::LeaseLost) => {
                 warn!("lease lost (another worker holds the chunk now); stopped checking it");
                 return Ok(());
@@ -305,171 +335,16 @@ impl Pipeline {
         })
     }
 
-    /// Checks numbers batch by batch, storing each batch's outcomes as soon as it is known
-    /// (counters grow while the task runs; a crash loses at most the batch in flight).
-    async fn check_numbers(
-        &self,
-        task: TaskId,
-        chunk: i32,
-        kind: TaskKind,
-        numbers: &[E164],
-    ) -> anyhow::Result<()> {
-        let account = self.accounts.pick();
-        for batch in numbers.chunks(account.batch_size()) {
-            let mut outcomes = self.check_batch(task, account, batch).await;
-            if kind == TaskKind::Detail {
-                self.add_details(task, account, batch, &mut outcomes).await;
-            }
-            let rows: Vec<(E164, Outcome)> = batch.iter().cloned().zip(outcomes).collect();
-            chunks::store_outcomes(&self.pool, task, chunk, &rows).await?;
-        }
-        Ok(())
-    }
-
-    fn backoff(&self, attempt: u32, err: &BackendError) -> Duration {
-        if let BackendError::RateLimited { backoff: Some(d) } = err {
-            return *d;
-        }
-        let ms = self
-            .settings
-            .retry_base_ms
-            .saturating_mul(1 << attempt.min(16));
-        Duration::from_millis(ms.min(self.settings.retry_max_ms))
-    }
-
-    /// One backend call under the call timeout; a malformed answer (not one result per
-    /// number) is a transient error like a timeout.
-    async fn call<T>(
-        &self,
-        asked: usize,
-        call: impl Future<Output = Result<Vec<T>, BackendError>>,
-    ) -> Result<Vec<T>, BackendError> {
-        match tokio::time::timeout(self.settings.call_timeout(), call).await {
-            Err(_) => Err(BackendError::Transient(format!(
-                "no answer within {} ms",
-                self.settings.call_timeout_ms
-            ))),
-            Ok(Ok(r)) if r.len() != asked => Err(BackendError::Transient(format!(
-                "malformed answer: {} results for {asked} numbers",
-                r.len()
-            ))),
-            Ok(r) => r,
-        }
-    }
-
-    /// Waits before the next try after `err`; false when the error is final. Rate limits are
-    /// waited out without using up attempts (the account is fine, only busy); other
-    /// retryable errors use one of `max_attempts`.
-    async fn retry_after(
-        &self,
-        task: TaskId,
-        account: &Account,
-        attempt: &mut u32,
-        limited: &mut u32,
-        err: &BackendError,
-    ) -> bool {
-        let retry = match err {
-            // Waited out, but not for ever (a banned account may answer 429 for good).
-            BackendError::RateLimited { .. } => {
-                *limited + 1 < self.settings.max_attempts.saturating_mul(20)
-            }
-            e if e.is_retryable() => *attempt + 1 < self.settings.max_attempts,
-            _ => false,
-        };
-        if !retry {
-            return false;
-        }
-        let (n, delay) = if matches!(err, BackendError::RateLimited { .. }) {
-            *limited += 1;
-            (
-                *limited,
-                self.backoff(*limited - 1, err)
-                    .max(Duration::from_millis(50)),
-            )
-        } else {
-            *attempt += 1;
-            (*attempt, self.backoff(*attempt - 1, err))
-        };
-        let why = format!("{err} (account {}, retry {n} in {delay:?})", account.name);
-        if let Err(e) = lifecycle::record_error(&self.pool, task, &why).await {
-            warn!("recording a backend error: {e}");
-        }
-        tokio::time::sleep(delay).await;
-        true
-    }
-
-    async fn check_batch(&self, task: TaskId, account: &Account, nums: &[E164]) -> Vec<Outcome> {
-        let (mut attempt, mut limited) = (0, 0);
-        let err = loop {
-            account.acquire(nums.len()).await;
-            match self.call(nums.len(), account.backend.check(nums)).await {
-                Ok(results) => return results.into_iter().map(outcome_of).collect(),
-                Err(e) => {
-                    if !self
-                        .retry_after(task, account, &mut attempt, &mut limited, &e)
-                        .await
-                    {
-                        break e;
-                    }
-                }
-            }
-        };
-        warn!(account = %account.name, numbers = nums.len(), "batch left unknown: {err}");
-        let why = format!("{} numbers left unknown: {err}", nums.len());
-        if let Err(e) = lifecycle::record_error(&self.pool, task, &why).await {
-            warn!("recording a backend error: {e}");
-        }
-        nums.iter()
-            .map(|_| Outcome {
-                whatsapp: Some(WhatsApp::Unknown),
-                reason: Some(err.to_string()),
-                ..Default::default()
-            })
-            .collect()
-    }
-
-    /// Fills about text, its date and the business flag of numbers on WhatsApp.
-    async fn add_details(
-        &self,
-        task: TaskId,
-        account: &Account,
-        nums: &[E164],
-        outcomes: &mut [Outcome],
-    ) {
-        let on: Vec<usize> = (0..nums.len())
-            .filter(|&i| outcomes[i].whatsapp == Some(WhatsApp::Yes))
-            .collect();
-        if on.is_empty() {
-            return;
-        }
-        let wanted: Vec<E164> = on.iter().map(|&i| nums[i].clone()).collect();
-        let (mut attempt, mut limited) = (0, 0);
-        loop {
-            account.acquire(wanted.len()).await;
-            match self
-                .call(wanted.len(), account.backend.details(&wanted))
-                .await
-            {
-                Ok(details) => {
-                    for (&i, d) in on.iter().zip(details) {
-                        let o = &mut outcomes[i];
-                        o.signature = d.about;
-                        o.status_update = d.about_set_at;
-                        o.business = d.business.or(o.business);
-                    }
-                    return;
-                }
-                Err(e) => {
-                    if !self
-                        .retry_after(task, account, &mut attempt, &mut limited, &e)
-                        .await
-                    {
-                        // The yes/no answer stands; only the details are missing.
-                        warn!(account = %account.name, "details left empty: {e}");
-                        return;
-                    }
-                }
-            }
+    /// How hard checks try, from the settings.
+    fn effort(&self) -> Effort {
+        let s = &self.settings;
+        Effort {
+            max_attempts: s.max_attempts.max(1),
+            retry_base: Duration::from_millis(s.retry_base_ms),
+            retry_max: Duration::from_millis(s.retry_max_ms),
+            call_timeout: s.call_timeout(),
+            handoff: Duration::from_secs(self.accounts.settings.handoff_secs),
+            cache: self.cache.clone(),
         }
     }
 
@@ -493,9 +368,15 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Deletes tasks older than the retention period, their result files first. Returns how
-    /// many it deleted.
+    /// Deletes tasks older than the retention period, their result files first, and account
+    /// usage records as old; forgets cached answers past the cache's time. Returns how many
+    /// tasks it deleted.
     pub async fn purge_expired(&self) -> anyhow::Result<u64> {
+        // Cached answers past their time are never used again.
+        if self.cache.enabled {
+            let ttl = Duration::from_secs(self.cache.ttl_secs);
+            wacheck_store::cache::purge(&self.pool, ttl).await?;
+        }
         let days = self.settings.retention_days;
         if days == 0 {
             return Ok(0);
@@ -516,6 +397,7 @@ impl Pipeline {
                 break;
             }
         }
+        accounts::purge_usage(&self.pool, retention).await?;
         if deleted > 0 {
             info!(deleted, days, "deleted tasks past their retention period");
         }
@@ -533,24 +415,41 @@ impl Pipeline {
     }
 }
 
-fn outcome_of(r: CheckResult) -> Outcome {
-    match r.presence {
-        Presence::Yes { jid, lid, business } => Outcome {
-            whatsapp: Some(WhatsApp::Yes),
-            jid: Some(jid),
-            lid,
-            business,
-            ..Default::default()
-        },
-        Presence::No => Outcome {
-            whatsapp: Some(WhatsApp::No),
-            ..Default::default()
-        },
-        Presence::Unknown { reason } => Outcome {
-            whatsapp: Some(WhatsApp::Unknown),
-            reason: Some(reason),
-            ..Default::default()
-        },
+/// A chunk's answers go to its task: stored with their counters, errors and waits shown in
+/// the task's status.
+struct TaskSink<'a> {
+    pool: &'a PgPool,
+    task: TaskId,
+    chunk: i32,
+}
+
+#[async_trait::async_trait]
+impl Sink for TaskSink<'_> {
+    async fn store(
+        &mut self,
+        rows: &[(E164, Outcome)],
+        spent: Option<(&str, &Spent)>,
+    ) -> anyhow::Result<()> {
+        let usage = spent.map(|(account, spent)| chunks::Usage { account, spent });
+        chunks::store_outcomes(self.pool, self.task, self.chunk, rows, usage).await?;
+        Ok(())
+    }
+
+    async fn spent(&mut self, account: &str, spent: &Spent) -> anyhow::Result<()> {
+        accounts::record_spent(self.pool, Some(self.task), None, account, spent).await?;
+        Ok(())
+    }
+
+    async fn error(&mut self, why: &str) {
+        if let Err(e) = lifecycle::record_error(self.pool, self.task, why).await {
+            warn!("recording a backend error: {e}");
+        }
+    }
+
+    async fn waiting(&mut self, why: Option<&str>) {
+        if let Err(e) = lifecycle::set_waiting(self.pool, self.task, why).await {
+            warn!("recording why the task waits: {e}");
+        }
     }
 }
 
@@ -589,6 +488,7 @@ impl WorkerHandle {
             let _ = tokio::time::timeout(Duration::from_secs(10), jobs.wait()).await;
         }
         let _ = self.stop_late.send(true);
+        self.pipeline.natives.stop_all().await;
         for t in self.tasks {
             let abort = t.abort_handle();
             if tokio::time::timeout(Duration::from_secs(5), t)
@@ -689,6 +589,20 @@ pub fn spawn_worker(pipeline: Arc<Pipeline>) -> WorkerHandle {
         "looking for cancelled tasks",
         |p| async move { p.poll_cancellations().await },
     );
+    let prober = periodic(
+        &pipeline,
+        &stopped,
+        Duration::from_secs(pipeline.accounts.settings.probe_secs.max(1)),
+        "probing accounts out of rotation",
+        |p| async move { p.accounts.probe().await },
+    );
+    let natives = periodic(
+        &pipeline,
+        &stopped,
+        Duration::from_millis(pipeline.accounts.settings.refresh_ms.max(100)),
+        "running native sessions",
+        |p| async move { p.natives.tick().await },
+    );
     let retention = periodic(
         &pipeline,
         &stopped,
@@ -714,7 +628,9 @@ pub fn spawn_worker(pipeline: Arc<Pipeline>) -> WorkerHandle {
     WorkerHandle {
         stop,
         stop_late,
-        tasks: vec![apalis, reconciler, cancels, retention, promoter, cleaner],
+        tasks: vec![
+            apalis, reconciler, cancels, prober, natives, retention, promoter, cleaner,
+        ],
         pipeline,
         grace: Duration::from_secs(settings.shutdown_grace_secs),
     }

@@ -7,9 +7,9 @@ use actix_web::{App as HttpApp, HttpServer, web};
 use anyhow::Context;
 use secrecy::SecretString;
 use wacheck_api::AppState;
-use wacheck_backends::simulated::SimulatedBackend;
 use wacheck_blob::{BlobStore, LocalStore, S3Store};
-use wacheck_worker::{Account, Accounts, Pipeline, Queue, WorkerHandle, spawn_worker};
+use wacheck_worker::pool::{builtin_account, spawn_refresher};
+use wacheck_worker::{Pipeline, Pool, Queue, WorkerHandle, spawn_worker};
 
 use crate::config::Config;
 
@@ -25,8 +25,8 @@ pub enum Role {
 pub struct App {
     /// Where the API listens (when it runs).
     pub addr: Option<SocketAddr>,
-    /// The simulated backend, when it is in use (tests read its call counters).
-    pub simulated: Option<Arc<SimulatedBackend>>,
+    /// The account pool (tests read the simulation's call counters through it).
+    pub accounts: Arc<Pool>,
     pub pool: sqlx::PgPool,
     pub queue: Queue,
     pub blob: Arc<dyn BlobStore>,
@@ -35,6 +35,7 @@ pub struct App {
         tokio::task::JoinHandle<std::io::Result<()>>,
     )>,
     worker: Option<WorkerHandle>,
+    refresher: tokio::task::JoinHandle<()>,
 }
 
 /// A unique worker name: host, pid and a ULID.
@@ -97,17 +98,29 @@ impl App {
         }
         let blob = open_blob(&config, &pool).await?;
 
-        let sim = Arc::new(SimulatedBackend::new(config.sim.clone()));
-        let accounts = Arc::new(Accounts::new(vec![
-            Account::new("simulated", sim.clone(), config.rate)
-                .shared(queue.connection(), &config.redis_prefix),
-        ]));
-        if accounts.any_simulated() {
+        let builtin = config.accounts.builtin_simulated
+            && wacheck_store::accounts::ensure_builtin(
+                &pool,
+                &builtin_account(&config.sim, config.rate),
+            )
+            .await
+            .context("setting up the built-in simulated account")?;
+        let accounts = Arc::new(Pool::new(
+            pool.clone(),
+            queue.connection(),
+            &config.redis_prefix,
+            config.accounts.clone(),
+        ));
+        accounts.refresh().await.context("loading the accounts")?;
+        let refresher = spawn_refresher(accounts.clone());
+        if builtin {
             tracing::warn!(
                 "RESULTS ARE SIMULATED: no WhatsApp account is configured; answers follow a fixed rule \
-                 ({}% on WhatsApp)",
+                 ({}% on WhatsApp). Add an account to check for real: see docs/backends.md",
                 config.sim.registered_percent
             );
+        } else if accounts.simulated_in_use(None) {
+            tracing::warn!("a SIMULATED account is in the pool: some results will be simulated");
         }
 
         let worker = matches!(role, Role::All | Role::Worker).then(|| {
@@ -117,6 +130,7 @@ impl App {
                 blob.clone(),
                 accounts.clone(),
                 config.pipeline.clone(),
+                config.cache.clone(),
                 worker_name(),
             )))
         });
@@ -131,12 +145,7 @@ impl App {
                 api: config.api.clone(),
                 chunk_size: config.pipeline.chunk_size.max(1),
                 window: config.pipeline.window.max(1),
-                backends: accounts
-                    .all()
-                    .iter()
-                    .map(|a| a.backend.kind().to_owned())
-                    .collect(),
-                simulated: accounts.any_simulated(),
+                accounts: accounts.clone(),
                 ingest_slots: Arc::new(tokio::sync::Semaphore::new(
                     config.api.max_concurrent_ingests.max(1),
                 )),
@@ -161,12 +170,13 @@ impl App {
         }
         Ok(App {
             addr,
-            simulated: Some(sim),
+            accounts,
             pool,
             queue,
             blob,
             server,
             worker,
+            refresher,
         })
     }
 
@@ -179,6 +189,7 @@ impl App {
         if let Some(worker) = self.worker {
             worker.shutdown().await;
         }
+        self.refresher.abort();
         self.pool.close().await;
     }
 }

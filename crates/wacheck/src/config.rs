@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use wacheck_api::ApiSettings;
 use wacheck_backends::simulated::SimConfig;
 use wacheck_blob::S3Config;
-use wacheck_worker::{PipelineSettings, RateConfig};
+use wacheck_worker::{CacheSettings, PipelineSettings, PoolSettings, RateConfig};
 
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,9 +32,14 @@ pub struct Config {
     pub s3: Option<S3Config>,
     #[serde(default)]
     pub sim: SimConfig,
-    /// Rate of the simulated account.
+    /// Rate of the built-in simulated account.
     #[serde(default)]
     pub rate: RateConfig,
+    /// How the account pool treats accounts.
+    #[serde(default)]
+    pub accounts: PoolSettings,
+    #[serde(default)]
+    pub cache: CacheSettings,
     #[serde(default)]
     pub pipeline: PipelineSettings,
     #[serde(default)]
@@ -64,6 +69,8 @@ impl std::fmt::Debug for Config {
             .field("s3", &self.s3)
             .field("sim", &self.sim)
             .field("rate", &self.rate)
+            .field("accounts", &self.accounts)
+            .field("cache", &self.cache)
             .field("pipeline", &self.pipeline)
             .field("api", &self.api)
             .finish()
@@ -142,6 +149,8 @@ impl Config {
         };
         t += &section("sim", toml::to_string(&self.sim));
         t += &section("rate", toml::to_string(&self.rate));
+        t += &section("accounts", toml::to_string(&self.accounts));
+        t += &section("cache", toml::to_string(&self.cache));
         t += &section("pipeline", toml::to_string(&self.pipeline));
         t += &section("api", toml::to_string(&self.api));
         t

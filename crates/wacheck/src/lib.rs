@@ -1,4 +1,5 @@
 //! The `wacheck` service: configuration and the assembly of API and worker.
 
 pub mod app;
+pub mod cli_accounts;
 pub mod config;

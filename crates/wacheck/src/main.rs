@@ -31,6 +31,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Manage the WhatsApp accounts that check numbers.
+    Accounts {
+        #[command(subcommand)]
+        command: wacheck::cli_accounts::AccountsCommand,
+    },
     /// Print the effective configuration (secrets redacted).
     Config,
 }
@@ -41,6 +46,10 @@ enum KeysCommand {
     Create {
         #[arg(long)]
         user: String,
+        /// What the key may do: check, tasks, admin (repeat or comma-separate; default
+        /// check,tasks).
+        #[arg(long = "scope", value_delimiter = ',')]
+        scopes: Vec<String>,
     },
 }
 
@@ -87,12 +96,27 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("migrations applied");
         }
         Command::Keys {
-            command: KeysCommand::Create { user },
+            command: KeysCommand::Create { user, scopes },
         } => {
             anyhow::ensure!(!user.trim().is_empty(), "--user must not be empty");
+            for s in &scopes {
+                anyhow::ensure!(
+                    wacheck_store::keys::SCOPES.contains(&s.as_str()),
+                    "unknown scope `{s}`: use check, tasks or admin"
+                );
+            }
+            let scopes: Vec<&str> = if scopes.is_empty() {
+                wacheck_store::keys::DEFAULT_SCOPES.to_vec()
+            } else {
+                scopes.iter().map(String::as_str).collect()
+            };
             let pool = open_db(&config).await?;
-            let key = wacheck_store::keys::create(&pool, user.trim()).await?;
+            let key = wacheck_store::keys::create_with_scopes(&pool, user.trim(), &scopes).await?;
             println!("{key}");
+        }
+        Command::Accounts { command } => {
+            let pool = open_db(&config).await?;
+            wacheck::cli_accounts::run(&pool, &config, command).await?;
         }
         Command::Config => println!("{config:#?}"),
     }

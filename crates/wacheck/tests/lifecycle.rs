@@ -156,7 +156,7 @@ async fn cancel_stops_spending_within_a_second_and_exports_what_was_checked() {
             assert_eq!(row[0], want[0]);
             unchecked += 1;
         } else {
-            assert_eq!(row, &want, "input {raw:?}");
+            assert_eq!(row[..want.len()], want[..], "input {raw:?}");
             answered += 1;
         }
     }
@@ -252,7 +252,7 @@ async fn a_chunk_no_worker_could_finish_is_given_up_with_the_reason() {
             .contains("gave up after 3 attempts"),
         "{done}"
     );
-    assert_eq!(worker.simulated.as_ref().unwrap().numbers_checked(), 15);
+    assert_eq!(worker.accounts.simulated_numbers_checked(), 15);
     worker.stop().await;
     env.stop().await;
 }

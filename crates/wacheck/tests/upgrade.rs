@@ -10,6 +10,7 @@ use wacheck_core::TaskId;
 const V1: &str = include_str!("../../../migrations/0001_init.sql");
 const V2: &str = include_str!("../../../migrations/0002_lifecycle.sql");
 const V3: &str = include_str!("../../../migrations/0003_compact_rows.sql");
+const V4: &str = include_str!("../../../migrations/0004_accounts.sql");
 
 #[tokio::test]
 async fn compact_rows_migration_keeps_tasks_and_answers() {
@@ -51,6 +52,16 @@ async fn compact_rows_migration_keeps_tasks_and_answers() {
     .unwrap();
 
     sqlx::raw_sql(V3).execute(&pool).await.unwrap();
+    sqlx::raw_sql(V4).execute(&pool).await.unwrap();
+    let simulated: bool = sqlx::query_scalar("SELECT simulated FROM tasks WHERE id = $1")
+        .bind(&t)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(
+        simulated,
+        "answers from before the account pool were simulated"
+    );
 
     let chunks: Vec<(i32, Vec<i64>, Vec<i32>, i32)> = sqlx::query_as(
         "SELECT chunk_no, numbers, rows, answered FROM task_chunks WHERE task_id = $1 \
@@ -92,10 +103,15 @@ async fn compact_rows_migration_keeps_tasks_and_answers() {
         whatsapp: Some(wacheck_core::WhatsApp::No),
         ..Default::default()
     };
-    let stored =
-        wacheck_store::chunks::store_outcomes(&pool, id, 1, &[(claim.numbers[0].clone(), answer)])
-            .await
-            .unwrap();
+    let stored = wacheck_store::chunks::store_outcomes(
+        &pool,
+        id,
+        1,
+        &[(claim.numbers[0].clone(), answer)],
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(stored, 1);
     // Even with its `answered` count wrong, a chunk whose numbers all have answers finishes.
     sqlx::query("UPDATE task_chunks SET answered = 0 WHERE task_id = $1 AND chunk_no = 1")

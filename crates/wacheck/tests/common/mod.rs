@@ -171,6 +171,8 @@ pub struct TestEnv {
     pub base: String,
     pub key: String,
     pub other_key: String,
+    /// A key of user `root` with the `admin` scope.
+    pub admin_key: String,
     pub db_name: String,
     pub config: Config,
     pub http: reqwest::Client,
@@ -194,6 +196,7 @@ pub fn test_config(db_url: String, prefix: String, local_dir: PathBuf) -> Config
     c.redis_prefix = prefix;
     c.bind = "127.0.0.1:0".into();
     c.public_url = None;
+    c.accounts.native_dir = local_dir.with_file_name("native");
     c.local_dir = local_dir;
     c.s3 = None;
     c.db_max_connections = 8;
@@ -207,6 +210,11 @@ pub fn test_config(db_url: String, prefix: String, local_dir: PathBuf) -> Config
     c.pipeline.retry_base_ms = 5;
     c.pipeline.retry_max_ms = 50;
     c.pipeline.shutdown_grace_secs = 5;
+    c.accounts.refresh_ms = 200;
+    c.accounts.probe_secs = 1;
+    c.accounts.cooldown_base_ms = 500;
+    c.accounts.cooldown_max_ms = 5_000;
+    c.accounts.handoff_secs = 2;
     c
 }
 
@@ -230,6 +238,13 @@ impl TestEnv {
         role: Role,
         tweak: impl FnOnce(&mut Config),
     ) -> TestEnv {
+        if std::env::var_os("RUST_LOG").is_some() {
+            // Logs of the in-process service, when asked for (RUST_LOG=info).
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let db_name = unique("wacheck_test_");
         let admin = sqlx::PgPool::connect(&format!("{}/postgres", infra.admin_url))
             .await
@@ -256,12 +271,20 @@ impl TestEnv {
             .expect("service starts");
         let key = wacheck_store::keys::create(&app.pool, USER).await.unwrap();
         let other_key = wacheck_store::keys::create(&app.pool, OTHER).await.unwrap();
+        let admin_key = wacheck_store::keys::create_with_scopes(
+            &app.pool,
+            "root",
+            &["check", "tasks", "admin"],
+        )
+        .await
+        .unwrap();
         let base = format!("http://{}", app.addr.unwrap());
         TestEnv {
             app: Some(app),
             base,
             key,
             other_key,
+            admin_key,
             db_name,
             config,
             http: reqwest::Client::new(),
@@ -279,9 +302,57 @@ impl TestEnv {
         &self.app().pool
     }
 
-    /// Numbers the simulated backend of the test's own process was asked about so far.
+    /// Numbers the simulated accounts of the test's own process were asked about so far.
     pub fn backend_numbers(&self) -> u64 {
-        self.app().simulated.as_ref().unwrap().numbers_checked()
+        self.app().accounts.simulated_numbers_checked()
+    }
+
+    /// A request with a key, answering (status, JSON body or null).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("X-API-Key", key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Adds an account to the shared pool (as admin); panics unless it is created.
+    pub async fn add_account(&self, body: Value) -> Value {
+        let (code, v) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/accounts",
+                &self.admin_key,
+                Some(body),
+            )
+            .await;
+        assert_eq!(code, 201, "account not created: {v}");
+        v
+    }
+
+    /// An account as the API shows it to the admin.
+    pub async fn account(&self, id: &str) -> Value {
+        let (code, v) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/accounts/{id}"),
+                &self.admin_key,
+                None,
+            )
+            .await;
+        assert_eq!(code, 200, "{v}");
+        v
     }
 
     pub async fn upload_as(

@@ -1,0 +1,296 @@
+//! `wacheck accounts …`: the account pool from the command line.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::json;
+use wacheck_core::{AccountKind, AccountState, TaskId};
+use wacheck_store::accounts::{self, Limits, NewAccount};
+use wacheck_worker::pool::{AddError, add_account};
+
+#[derive(Subcommand)]
+pub enum AccountsCommand {
+    /// Add an account: `--native NAME` pairs a WhatsApp session of our own here (QR code in
+    /// the terminal, or a pair code with `--phone`); `--waha NAME` / `--evolution NAME` use a
+    /// session of a gateway; `--simulated NAME` answers by the documented rule.
+    Add(Box<AddArgs>),
+    /// List the accounts with their state and today's checks.
+    List,
+    /// Stop giving work to an account.
+    Pause { name: String },
+    /// Give work to an account again (also after a logout or failure the operator fixed).
+    Resume { name: String },
+    /// Change an account's budget.
+    Limits {
+        name: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Remove an account (a native account's session file stays in `native_dir`).
+    Remove { name: String },
+    /// What a task cost each account.
+    Usage {
+        #[arg(long)]
+        task: String,
+    },
+}
+
+#[derive(Args, Default)]
+pub struct LimitArgs {
+    /// Checks per minute (0: unlimited).
+    #[arg(long)]
+    per_minute: Option<u32>,
+    /// Checks that may go at once.
+    #[arg(long)]
+    burst: Option<u32>,
+    /// Checks per UTC day (0: no cap).
+    #[arg(long)]
+    daily_cap: Option<u32>,
+    /// Random pause of up to this many milliseconds before each query.
+    #[arg(long)]
+    jitter_ms: Option<u32>,
+}
+
+impl LimitArgs {
+    fn over(&self, base: Limits) -> Limits {
+        Limits {
+            per_minute: self.per_minute.unwrap_or(base.per_minute),
+            burst: self.burst.unwrap_or(base.burst).max(1),
+            daily_cap: self.daily_cap.unwrap_or(base.daily_cap),
+            jitter_ms: self.jitter_ms.unwrap_or(base.jitter_ms),
+        }
+    }
+}
+
+#[derive(Args)]
+#[group(id = "kind", required = true, multiple = false, args = ["native", "waha", "evolution", "simulated"])]
+pub struct AddArgs {
+    /// A WhatsApp session of our own, paired now.
+    #[arg(long, value_name = "NAME")]
+    native: Option<String>,
+    /// A WAHA session.
+    #[arg(long, value_name = "NAME")]
+    waha: Option<String>,
+    /// An Evolution API instance.
+    #[arg(long, value_name = "NAME")]
+    evolution: Option<String>,
+    /// A simulated account (answers by the documented rule; results are marked simulated).
+    #[arg(long, value_name = "NAME")]
+    simulated: Option<String>,
+    /// Native: the account's own number (digits with country code) to pair with a code.
+    #[arg(long)]
+    phone: Option<String>,
+    /// Gateway base URL (WAHA, Evolution).
+    #[arg(long)]
+    url: Option<String>,
+    /// WAHA session or Evolution instance name (default: `default`).
+    #[arg(long)]
+    session: Option<String>,
+    /// Gateway API key (or the WACHECK_GATEWAY_KEY environment variable).
+    #[arg(long, env = "WACHECK_GATEWAY_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Numbers per check call (Evolution, native).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Only this user's work uses the account (default: the shared pool).
+    #[arg(long)]
+    owner: Option<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+pub async fn run(
+    db: &sqlx::PgPool,
+    config: &crate::config::Config,
+    command: AccountsCommand,
+) -> anyhow::Result<()> {
+    match command {
+        AccountsCommand::Add(args) => add(db, config, *args).await,
+        AccountsCommand::List => {
+            let today: std::collections::HashMap<String, i64> =
+                accounts::checks_today(db).await?.into_iter().collect();
+            println!(
+                "{:<20} {:<10} {:<13} {:>7} {:>6} {:>9} {:>10}  reason",
+                "name", "kind", "state", "per_min", "burst", "daily_cap", "today"
+            );
+            for r in accounts::list(db).await? {
+                let state = if r.paused {
+                    format!("{} (paused)", r.state)
+                } else {
+                    r.state.to_string()
+                };
+                println!(
+                    "{:<20} {:<10} {:<13} {:>7} {:>6} {:>9} {:>10}  {}",
+                    r.id,
+                    r.kind,
+                    state,
+                    r.limits.per_minute,
+                    r.limits.burst,
+                    r.limits.daily_cap,
+                    today.get(&r.id).copied().unwrap_or(0),
+                    r.state_reason.unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        AccountsCommand::Pause { name } => {
+            found(accounts::set_paused(db, &name, true).await?, &name)
+        }
+        AccountsCommand::Resume { name } => {
+            found(accounts::set_paused(db, &name, false).await?, &name)
+        }
+        AccountsCommand::Limits { name, limits } => {
+            let r = accounts::get(db, &name)
+                .await?
+                .with_context(|| format!("no account `{name}`"))?;
+            found(
+                accounts::set_limits(db, &name, limits.over(r.limits)).await?,
+                &name,
+            )
+        }
+        AccountsCommand::Remove { name } => found(accounts::remove(db, &name).await?, &name),
+        AccountsCommand::Usage { task } => {
+            let id: TaskId = task.parse().context("not a task id")?;
+            println!(
+                "{:<20} {:>10} {:>10} {:>8}",
+                "account", "checks", "details", "calls"
+            );
+            for u in accounts::task_usage(db, id).await? {
+                println!(
+                    "{:<20} {:>10} {:>10} {:>8}",
+                    u.account, u.checks, u.details, u.calls
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn found(changed: bool, name: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(changed, "no account `{name}`");
+    eprintln!("done");
+    Ok(())
+}
+
+async fn add(db: &sqlx::PgPool, config: &crate::config::Config, a: AddArgs) -> anyhow::Result<()> {
+    let (kind, name) = match (&a.native, &a.waha, &a.evolution, &a.simulated) {
+        (Some(n), ..) => (AccountKind::Native, n.clone()),
+        (_, Some(n), ..) => (AccountKind::Waha, n.clone()),
+        (_, _, Some(n), _) => (AccountKind::Evolution, n.clone()),
+        (.., Some(n)) => (AccountKind::Simulated, n.clone()),
+        _ => {
+            anyhow::bail!("say which kind of account: --native, --waha, --evolution or --simulated")
+        }
+    };
+    let settings = match kind {
+        AccountKind::Native => json!({ "batch": a.batch, "phone": a.phone }),
+        AccountKind::Waha | AccountKind::Evolution => json!({
+            "base_url": a.url.clone().context("--url is required for a gateway account")?,
+            "session": a.session.clone().unwrap_or_else(|| "default".into()),
+            "api_key": a.api_key,
+            "batch": a.batch,
+        }),
+        AccountKind::Simulated => serde_json::to_value(&config.sim)?,
+    };
+    // Keys with null values are left out (absent means default).
+    let settings = match settings {
+        serde_json::Value::Object(m) => {
+            serde_json::Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect())
+        }
+        v => v,
+    };
+    let new = NewAccount {
+        id: name.clone(),
+        kind,
+        owner: a.owner.clone(),
+        settings,
+        limits: a.limits.over(Limits::default()),
+        state: AccountState::Pairing,
+        builtin: false,
+    };
+    if let Some(owner) = &a.owner {
+        wacheck_store::keys::ensure_user(db, owner).await?;
+    }
+    let record = match add_account(db, new).await {
+        Ok(r) => r,
+        Err(AddError::Store(e)) => return Err(e.into()),
+        Err(e) => anyhow::bail!("{e}"),
+    };
+    eprintln!(
+        "account `{}` added ({}): {}{}",
+        record.id,
+        record.kind,
+        record.state,
+        record
+            .state_reason
+            .as_deref()
+            .map(|r| format!(" — {r}"))
+            .unwrap_or_default()
+    );
+    if kind == AccountKind::Native {
+        pair(db, config, &name).await?;
+    }
+    Ok(())
+}
+
+/// Runs a native account's session here until it is paired, showing QR codes (or the pair
+/// code) in the terminal. Workers run it afterwards.
+async fn pair(db: &sqlx::PgPool, config: &crate::config::Config, name: &str) -> anyhow::Result<()> {
+    use wacheck_backends::native::{NativeSession, NativeSettings, SessionEvent};
+    let r = accounts::get(db, name)
+        .await?
+        .context("the account vanished")?;
+    let settings: NativeSettings = serde_json::from_value(r.settings.clone())?;
+    let host = format!("cli-{}", std::process::id());
+    anyhow::ensure!(
+        accounts::hold(db, name, &host, Duration::from_secs(600)).await?,
+        "a worker runs this account's session already"
+    );
+    let dir = &config.accounts.native_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let file = wacheck_worker::native::session_file(dir, name);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let session = NativeSession::start(&file, &settings, settings.phone.is_some(), tx)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    eprintln!("connecting to WhatsApp… (Ctrl-C to give up; the account stays `pairing`)");
+    let outcome = loop {
+        let event = tokio::select! {
+            e = rx.recv() => e,
+            _ = tokio::signal::ctrl_c() => break Err(anyhow::anyhow!("interrupted")),
+            _ = tokio::time::sleep(Duration::from_secs(300)) => {
+                break Err(anyhow::anyhow!(
+                    "no pairing within 5 minutes (is WhatsApp reachable from here?)"
+                ))
+            }
+        };
+        let Some(event) = event else {
+            break Err(anyhow::anyhow!("the session ended"));
+        };
+        match &event {
+            SessionEvent::Qr { code, valid_for } => {
+                eprintln!(
+                    "\nScan within {} s: WhatsApp > Linked devices > Link a device\n{}",
+                    valid_for.as_secs(),
+                    wacheck_api::qr::text(code)?
+                );
+            }
+            SessionEvent::PairCode { code, .. } => {
+                eprintln!("\nOn the phone: Linked devices > Link with phone number, enter {code}");
+            }
+            _ => {}
+        }
+        let stop = wacheck_worker::native::record_event(db, name, &event, &file).await?;
+        match event {
+            SessionEvent::Connected { me: Some(me) } => break Ok(me),
+            _ if stop => break Err(anyhow::anyhow!("pairing failed: {event:?}")),
+            _ => {}
+        }
+    };
+    session.stop().await;
+    accounts::let_go(db, name, &host).await?;
+    let me = outcome?;
+    eprintln!("paired as {me}; workers will use the account from now on");
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! The WAHA and Evolution API adapters against local servers that answer as those gateways
+//! document: answers, privacy, and every error (401, 404, 422, 429, 5xx, timeouts) mapped to
+//! the right class.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use wacheck_backends::evolution::EvolutionBackend;
+use wacheck_backends::simulated::rule_with_privacy;
+use wacheck_backends::waha::WahaBackend;
+use wacheck_backends::{AccountDown, BackendError, CheckBackend, GatewaySettings, Presence};
+use wacheck_core::E164;
+use wacheck_testkit::{FakeGateway, Fault, Session};
+
+const KEY: &str = "gw-secret-key";
+
+fn settings(gw: &FakeGateway, session: &str, key: &str) -> GatewaySettings {
+    GatewaySettings {
+        base_url: gw.base_url(),
+        session: session.into(),
+        api_key: Some(key.into()),
+        batch: None,
+        timeout_ms: 1_000,
+    }
+}
+
+/// Numbers the rule puts on WhatsApp and off it, with and without a visible about text.
+fn sample() -> Vec<E164> {
+    (0..40)
+        .map(|i| E164::from_canonical(&format!("+4179{:07}", 1_000_000 + i * 7919)).unwrap())
+        .collect()
+}
+
+fn account_down(r: Result<impl std::fmt::Debug, BackendError>) -> AccountDown {
+    match r {
+        Err(BackendError::Account { down, .. }) => down,
+        other => panic!("expected an account error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waha_answers_checks_and_details_as_documented() {
+    let gw = FakeGateway::waha(KEY, "default", 70, 30);
+    let b = WahaBackend::new(settings(&gw, "default", KEY)).unwrap();
+    assert_eq!(b.max_batch(), 1, "WAHA checks one number per call");
+    let numbers = sample();
+    let (mut yes, mut hidden) = (0, 0);
+    for n in &numbers {
+        let r = b.check(std::slice::from_ref(n)).await.unwrap();
+        let want = rule_with_privacy(n.as_str(), 70, 30);
+        match &r[0].presence {
+            Presence::Yes { jid, lid, business } => {
+                assert!(want.registered, "{n} is not on WhatsApp by the rule");
+                assert_eq!(
+                    jid,
+                    &format!("{}@c.us", n.digits()),
+                    "the server's chat id is kept"
+                );
+                assert_eq!((lid, business), (&None, &None), "WAHA tells neither");
+                yes += 1;
+                let d = b.details(std::slice::from_ref(n)).await.unwrap();
+                assert_eq!(d[0].about_hidden, want.about_hidden, "{n}");
+                if want.about_hidden {
+                    hidden += 1;
+                    assert_eq!(d[0].about, None);
+                } else {
+                    assert_eq!(d[0].about.as_deref(), Some(want.signature));
+                }
+                assert_eq!(d[0].about_set_at, None, "WAHA gives no date");
+                assert_eq!(d[0].has_picture, Some(want.has_picture));
+            }
+            Presence::No => assert!(!want.registered, "{n} is on WhatsApp by the rule"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        yes > 10 && hidden > 0,
+        "the sample covers both cases ({yes} yes, {hidden} hidden)"
+    );
+    assert_eq!(
+        gw.state.numbers_checked.load(Ordering::Relaxed),
+        numbers.len() as u64
+    );
+    assert!(b.probe().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waha_errors_are_classified() {
+    let gw = FakeGateway::waha(KEY, "default", 70, 0);
+    let n = sample()[..1].to_vec();
+    let wrong_key = WahaBackend::new(settings(&gw, "default", "nope")).unwrap();
+    assert_eq!(account_down(wrong_key.check(&n).await), AccountDown::Failed);
+    let unknown_session = WahaBackend::new(settings(&gw, "other", KEY)).unwrap();
+    assert_eq!(
+        account_down(unknown_session.check(&n).await),
+        AccountDown::LoggedOut
+    );
+    assert_eq!(
+        account_down(unknown_session.probe().await),
+        AccountDown::LoggedOut
+    );
+
+    let b = WahaBackend::new(settings(&gw, "default", KEY)).unwrap();
+    gw.state.fail_next(Fault::RateLimited, 1);
+    assert!(matches!(
+        b.check(&n).await,
+        Err(BackendError::RateLimited { backoff: None })
+    ));
+    gw.state.fail_next(Fault::ServerError, 1);
+    assert!(matches!(b.check(&n).await, Err(BackendError::Transient(_))));
+    gw.state.fail_next(Fault::Slow(Duration::from_secs(3)), 1);
+    let slow = b.check(&n).await;
+    assert!(
+        matches!(&slow, Err(BackendError::Transient(m)) if m.contains("in time")),
+        "{slow:?}"
+    );
+
+    gw.state.set_session(Session::ScanQr);
+    assert_eq!(account_down(b.check(&n).await), AccountDown::Pairing);
+    assert_eq!(account_down(b.probe().await), AccountDown::Pairing);
+    gw.state.set_session(Session::Stopped);
+    assert_eq!(account_down(b.check(&n).await), AccountDown::LoggedOut);
+    assert_eq!(account_down(b.probe().await), AccountDown::LoggedOut);
+    gw.state.set_session(Session::Working);
+    assert!(b.probe().await.is_ok());
+    assert_eq!(b.check(&n).await.unwrap().len(), 1, "works again");
+
+    // Nothing listens: a transient error, never an answer.
+    drop(gw);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let gone = WahaBackend::new(GatewaySettings {
+        base_url: format!("http://127.0.0.1:{}", free_port()),
+        ..settings_for_nothing()
+    })
+    .unwrap();
+    assert!(matches!(
+        gone.check(&n).await,
+        Err(BackendError::Transient(_))
+    ));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn settings_for_nothing() -> GatewaySettings {
+    GatewaySettings {
+        base_url: String::new(),
+        session: "default".into(),
+        api_key: Some(KEY.into()),
+        batch: None,
+        timeout_ms: 1_000,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evolution_answers_many_numbers_per_call_and_profiles() {
+    let gw = FakeGateway::evolution(KEY, "main", 70, 30);
+    let mut s = settings(&gw, "main", KEY);
+    s.batch = Some(25);
+    let b = EvolutionBackend::new(s).unwrap();
+    assert_eq!(b.max_batch(), 25);
+    let numbers = sample();
+    let r = b.check(&numbers).await.unwrap();
+    assert_eq!(
+        gw.state.check_calls.load(Ordering::Relaxed),
+        1,
+        "one call for all"
+    );
+    let mut yes = Vec::new();
+    for (n, r) in numbers.iter().zip(&r) {
+        assert_eq!(&r.number, n);
+        let want = rule_with_privacy(n.as_str(), 70, 30);
+        match &r.presence {
+            Presence::Yes { jid, .. } => {
+                assert!(want.registered);
+                assert_eq!(jid, &format!("{}@s.whatsapp.net", n.digits()));
+                yes.push(n.clone());
+            }
+            Presence::No => assert!(!want.registered),
+            other => panic!("{other:?}"),
+        }
+    }
+    let details = b.details(&yes).await.unwrap();
+    let mut hidden = 0;
+    for (n, d) in yes.iter().zip(&details) {
+        let want = rule_with_privacy(n.as_str(), 70, 30);
+        assert_eq!(d.about_hidden, want.about_hidden, "{n}");
+        if want.about_hidden {
+            hidden += 1;
+            assert_eq!((d.about.as_deref(), d.about_set_at), (None, None));
+        } else {
+            assert_eq!(d.about.as_deref(), Some(want.signature));
+            assert_eq!(d.about_set_at, Some(want.status_update));
+        }
+        assert_eq!(d.business, Some(want.business));
+        assert_eq!(d.has_picture, Some(want.has_picture));
+    }
+    assert!(hidden > 0 && hidden < yes.len());
+    // A number that left WhatsApp since its check: the profile says nothing, no error.
+    let no = numbers
+        .iter()
+        .find(|n| !rule_with_privacy(n.as_str(), 70, 30).registered)
+        .unwrap();
+    let d = b.details(std::slice::from_ref(no)).await.unwrap();
+    assert_eq!((d[0].about.clone(), d[0].business), (None, None));
+    assert!(b.probe().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evolution_errors_are_classified() {
+    let gw = FakeGateway::evolution(KEY, "main", 70, 0);
+    let n = sample()[..3].to_vec();
+    let wrong_key = EvolutionBackend::new(settings(&gw, "main", "nope")).unwrap();
+    assert_eq!(account_down(wrong_key.check(&n).await), AccountDown::Failed);
+    let unknown = EvolutionBackend::new(settings(&gw, "other", KEY)).unwrap();
+    let e = unknown.check(&n).await;
+    assert!(
+        matches!(&e, Err(BackendError::Account { down: AccountDown::Failed, reason }) if reason.contains("does not exist")),
+        "{e:?}"
+    );
+    let b = EvolutionBackend::new(settings(&gw, "main", KEY)).unwrap();
+    gw.state.fail_next(Fault::RateLimited, 1);
+    assert_eq!(
+        b.check(&n).await.err(),
+        Some(BackendError::RateLimited {
+            backoff: Some(Duration::from_secs(1))
+        }),
+        "429 with Retry-After"
+    );
+    gw.state.fail_next(Fault::ServerError, 1);
+    assert!(matches!(b.check(&n).await, Err(BackendError::Transient(_))));
+    gw.state.fail_next(Fault::Slow(Duration::from_secs(3)), 1);
+    assert!(matches!(b.check(&n).await, Err(BackendError::Transient(_))));
+    gw.state.set_session(Session::Stopped);
+    assert_eq!(
+        account_down(b.check(&n).await),
+        AccountDown::LoggedOut,
+        "Connection Closed"
+    );
+    assert_eq!(account_down(b.details(&n).await), AccountDown::LoggedOut);
+    assert_eq!(
+        account_down(b.probe().await),
+        AccountDown::LoggedOut,
+        "state close"
+    );
+    gw.state.set_session(Session::ScanQr);
+    assert_eq!(
+        account_down(b.probe().await),
+        AccountDown::Pairing,
+        "state connecting"
+    );
+    gw.state.set_session(Session::Working);
+    assert_eq!(b.check(&n).await.unwrap().len(), 3);
+    // An empty request is the caller's mistake: permanent, with the server's words.
+    let e = b.check(&[]).await;
+    assert!(
+        matches!(&e, Err(BackendError::Permanent(m)) if m.contains("minimum length")),
+        "{e:?}"
+    );
+}
