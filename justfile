@@ -28,7 +28,7 @@ test: deps
         cargo nextest run --workspace --no-fail-fast --test-threads 4 -E 'not binary(chaos)'; \
     else \
         cargo test --workspace --no-fail-fast --lib --bins --test pipeline --test errors \
-            --test blob --test lifecycle --test upgrade --test gateways --test accounts \
+            --test blob --test lifecycle --test upgrade --test gateways --test accounts --test budget \
             -- --test-threads 4; \
     fi
     just chaos

@@ -116,6 +116,7 @@ fn not_found() -> ApiError {
 
 /// The account named `id`, if the caller may see it (another user's account looks missing).
 async fn visible(state: &AppState, user: &AuthUser, id: &str) -> Result<AccountRecord, ApiError> {
+    user.need("tasks")?;
     let r = accounts::get(&state.pool, id)
         .await?
         .ok_or_else(not_found)?;
@@ -131,6 +132,7 @@ async fn today(state: &AppState, id: &str) -> Result<i64, ApiError> {
 }
 
 async fn list(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
+    user.need("tasks")?;
     let today: std::collections::HashMap<String, i64> = accounts::checks_today(&state.pool)
         .await?
         .into_iter()
@@ -203,6 +205,15 @@ async fn create(
     user: AuthUser,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    user.need("tasks")?;
+    if !user.is_admin() && !state.accounts.settings.user_accounts {
+        return Err(ApiError::Forbidden {
+            code: "missing_scope",
+            message: "only admins add accounts here (the operator may let users add their own: \
+                      accounts.user_accounts)"
+                .into(),
+        });
+    }
     let input: NewAccountIn = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad(
             "invalid_body",
@@ -381,6 +392,7 @@ async fn task_usage(
     user: AuthUser,
     task_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    user.need("tasks")?;
     let id: TaskId = task_id.parse().map_err(|_| ApiError::task_not_found())?;
     let task = wacheck_store::tasks::get(&state.pool, id)
         .await?

@@ -151,7 +151,8 @@ pub async fn create(pool: &PgPool, new: &NewAccount) -> Result<Option<AccountRec
 }
 
 /// Makes the service's own simulated account (from its configuration) exist and match that
-/// configuration, unless an account of the operator's exists: then the built-in one goes.
+/// configuration, unless the shared pool has an account of the operator's: then the built-in
+/// one goes. (Users' own accounts do not count: they work for their owners only.)
 /// Returns whether it is in use.
 pub async fn ensure_builtin(pool: &PgPool, new: &NewAccount) -> Result<bool> {
     let mut tx = pool.begin().await?;
@@ -159,10 +160,11 @@ pub async fn ensure_builtin(pool: &PgPool, new: &NewAccount) -> Result<bool> {
     sqlx::query("SELECT pg_advisory_xact_lock(7020431)")
         .execute(&mut *tx)
         .await?;
-    let others: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM accounts WHERE NOT builtin)")
-            .fetch_one(&mut *tx)
-            .await?;
+    let others: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM accounts WHERE NOT builtin AND owner_id IS NULL)",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     if others {
         sqlx::query("DELETE FROM accounts WHERE builtin")
             .execute(&mut *tx)
@@ -260,7 +262,9 @@ pub async fn remove(pool: &PgPool, id: &str) -> Result<bool> {
 }
 
 /// The server throttled the account: it cools down for the server's backoff, or without one
-/// for `base * 2^strikes` (at most `max`), and gets no work meanwhile.
+/// for `base * 2^strikes` (at most `max`), and gets no work meanwhile. Only a throttle that
+/// starts a cool-down is a strike: calls that were in flight when it began and are throttled
+/// too (a burst) extend it to the server's backoff at most.
 /// Returns when the cool-down ends.
 pub async fn rate_limited(
     pool: &PgPool,
@@ -272,10 +276,14 @@ pub async fn rate_limited(
 ) -> Result<Option<DateTime<Utc>>> {
     let until: Option<DateTime<Utc>> = sqlx::query_scalar(
         "UPDATE accounts SET state = 'cooling_down', state_reason = $5, \
-           state_changed_at = CASE WHEN state = 'cooling_down' THEN state_changed_at ELSE now() END, \
-           strikes = strikes + 1, \
-           cool_until = GREATEST(coalesce(cool_until, now()), now() + make_interval(secs => \
-             coalesce($2, LEAST($4, $3 * power(2, LEAST(strikes, 20)))))) \
+           state_changed_at = CASE WHEN state = 'connected' OR coalesce(cool_until <= now(), true) \
+             THEN now() ELSE state_changed_at END, \
+           strikes = CASE WHEN state = 'connected' OR coalesce(cool_until <= now(), true) \
+             THEN strikes + 1 ELSE strikes END, \
+           cool_until = CASE WHEN state = 'connected' OR coalesce(cool_until <= now(), true) \
+             THEN now() + make_interval(secs => \
+               coalesce($2, LEAST($4, $3 * power(2, LEAST(strikes, 20))))) \
+             ELSE GREATEST(cool_until, now() + make_interval(secs => coalesce($2, 0))) END \
          WHERE id = $1 AND state IN ('connected', 'cooling_down') RETURNING cool_until",
     )
     .bind(id)
@@ -288,12 +296,15 @@ pub async fn rate_limited(
     Ok(until)
 }
 
-/// A good answer after a cool-down: the account is `connected` again and its strikes reset.
+/// A good answer after a cool-down ended: the account is `connected` again and its strikes
+/// are forgiven. An answer to a call that was in flight while the cool-down began changes
+/// nothing, and neither does any answer while the account is out of rotation.
 pub async fn recovered(pool: &PgPool, id: &str) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE accounts SET state = 'connected', state_reason = 'answering again', \
            state_changed_at = now(), cool_until = NULL, strikes = 0 \
-         WHERE id = $1 AND (state = 'cooling_down' OR strikes > 0)",
+         WHERE id = $1 AND ((state = 'cooling_down' AND coalesce(cool_until <= now(), true)) \
+           OR (state = 'connected' AND strikes > 0))",
     )
     .bind(id)
     .execute(pool)
@@ -478,10 +489,12 @@ pub async fn record_spent(
     Ok(())
 }
 
-/// Removes the built-in simulated account once the operator has accounts of their own.
+/// Removes the built-in simulated account once the shared pool has an account of the
+/// operator's.
 pub async fn drop_builtin(pool: &PgPool) -> Result<()> {
     sqlx::query(
-        "DELETE FROM accounts WHERE builtin AND EXISTS (SELECT 1 FROM accounts WHERE NOT builtin)",
+        "DELETE FROM accounts WHERE builtin AND EXISTS ( \
+           SELECT 1 FROM accounts WHERE NOT builtin AND owner_id IS NULL)",
     )
     .execute(pool)
     .await?;

@@ -235,8 +235,10 @@ pub struct Usage<'a> {
 }
 
 /// Stores outcomes of numbers of a chunk that have none yet and grows the task's counters by
-/// the rows of exactly those numbers. In the same statement: fresh definite answers go to the
-/// result cache, and `usage` to the task's and the account's tallies. Returns how many numbers
+/// the rows of exactly those numbers. In the same statement: fresh definite answers of shared
+/// accounts go to the result cache (never a simulated one over a real one; users' own
+/// accounts could answer anything and so do not feed what everyone is served), and `usage`
+/// to the usage log. Returns how many numbers
 /// got their outcome now.
 pub async fn store_outcomes(
     pool: &PgPool,
@@ -342,7 +344,9 @@ async fn store_once(
              account_id, checked_at, details_at, signature, status_update, has_picture, privacy) \
            SELECT number, outcome, jid, lid, business, simulated, account_id, now(), \
              CASE WHEN details THEN now() END, signature, status_update, has_picture, privacy \
-           FROM v WHERE NOT cached AND outcome IN ('yes', 'no') ORDER BY number \
+           FROM v WHERE NOT cached AND outcome IN ('yes', 'no') \
+             AND account_id IN (SELECT id FROM accounts WHERE owner_id IS NULL) \
+           ORDER BY number \
            ON CONFLICT (number) DO UPDATE SET \
              details_at = CASE WHEN EXCLUDED.details_at IS NOT NULL THEN EXCLUDED.details_at \
                WHEN (nc.outcome, nc.simulated) = (EXCLUDED.outcome, EXCLUDED.simulated) \
@@ -360,11 +364,13 @@ async fn store_once(
              privacy = CASE WHEN EXCLUDED.details_at IS NOT NULL THEN EXCLUDED.privacy \
                WHEN (nc.outcome, nc.simulated) = (EXCLUDED.outcome, EXCLUDED.simulated) \
                THEN nc.privacy END, \
-             business = coalesce(EXCLUDED.business, CASE WHEN nc.outcome = EXCLUDED.outcome \
+             business = coalesce(EXCLUDED.business, CASE WHEN \
+               (nc.outcome, nc.simulated) = (EXCLUDED.outcome, EXCLUDED.simulated) \
                THEN nc.business END), \
              outcome = EXCLUDED.outcome, jid = EXCLUDED.jid, lid = EXCLUDED.lid, \
              simulated = EXCLUDED.simulated, account_id = EXCLUDED.account_id, \
-             checked_at = EXCLUDED.checked_at), \
+             checked_at = EXCLUDED.checked_at \
+           WHERE nc.simulated OR NOT EXCLUDED.simulated), \
          used AS ( \
            INSERT INTO account_usage (account_id, task_id, user_id, checks, details, calls) \
            SELECT $17, $1, (SELECT user_id FROM tasks WHERE id = $1), $18, $19, $20 \

@@ -117,7 +117,7 @@ pub const EXPORT_FAILED: &str = "storing the result file failed";
 pub async fn has_live_lease(pool: &PgPool, task: TaskId) -> Result<bool> {
     Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM task_chunks WHERE task_id = $1 AND done_at IS NULL \
-         AND leased_until > now())",
+         AND leased_until > now() AND lease_owner IS DISTINCT FROM 'parked')",
     )
     .bind(task.to_string())
     .fetch_one(pool)
@@ -159,6 +159,34 @@ pub async fn release(pool: &PgPool, task: TaskId, chunk: i32, owner: &str) -> Re
     .bind(task.to_string())
     .bind(chunk)
     .bind(owner)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Owner of a parked chunk's lease.
+pub const PARKED: &str = "parked";
+
+/// Gives a lease back for later: no account could take the chunk's work, so it rests for
+/// `rest` (no worker takes it) and the reconciler queues it again afterwards. The attempt
+/// does not count towards giving the chunk up.
+pub async fn park(
+    pool: &PgPool,
+    task: TaskId,
+    chunk: i32,
+    owner: &str,
+    rest: Duration,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE task_chunks SET leased_until = now() + make_interval(secs => $4), \
+           lease_owner = $5, attempts = GREATEST(attempts - 1, 0) \
+         WHERE task_id = $1 AND chunk_no = $2 AND lease_owner = $3 AND done_at IS NULL",
+    )
+    .bind(task.to_string())
+    .bind(chunk)
+    .bind(owner)
+    .bind(rest.as_secs_f64())
+    .bind(PARKED)
     .execute(pool)
     .await?;
     Ok(())

@@ -164,6 +164,17 @@ impl Drop for FakeGateway {
     }
 }
 
+/// The user part of the JID WhatsApp answers a number with: the digits, except that a
+/// Brazilian mobile number registered before the ninth digit comes back without it
+/// (+55 11 9xxxx-xxxx → 5511xxxxxxxx), as real gateways show.
+pub fn whatsapp_user(digits: &str) -> String {
+    if digits.len() == 13 && digits.starts_with("55") && digits.as_bytes()[4] == b'9' {
+        format!("{}{}", &digits[..4], &digits[5..])
+    } else {
+        digits.to_owned()
+    }
+}
+
 /// Applies a fault: `Some(answer)` when the fault answers instead of the route.
 async fn fault(g: &Gateway, throttled: fn() -> HttpResponse) -> Option<HttpResponse> {
     match g.next_fault()? {
@@ -264,7 +275,9 @@ pub mod waha {
         let d = digits(&phone);
         g.answered.lock().expect("answered").push(format!("+{d}"));
         if g.answer(&d).registered {
-            HttpResponse::Ok().json(json!({"numberExists": true, "chatId": format!("{d}@c.us")}))
+            HttpResponse::Ok().json(
+                json!({"numberExists": true, "chatId": format!("{}@c.us", whatsapp_user(&d))}),
+            )
         } else {
             HttpResponse::Ok().json(json!({"numberExists": false}))
         }
@@ -432,8 +445,7 @@ pub mod evolution {
             let d: String = s.chars().filter(char::is_ascii_digit).collect();
             g.answered.lock().expect("answered").push(format!("+{d}"));
             let a = g.answer(&d);
-            let mut item =
-                json!({"jid": format!("{d}@s.whatsapp.net"), "exists": a.registered, "number": s});
+            let mut item = json!({"jid": format!("{}@s.whatsapp.net", whatsapp_user(&d)), "exists": a.registered, "number": s});
             if a.registered && a.business {
                 item["name"] = json!("Contact");
             }

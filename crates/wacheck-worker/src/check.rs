@@ -46,7 +46,7 @@ pub struct Effort {
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub call_timeout: Duration,
-    /// Give the work back after waiting this long for an account only another process has.
+    /// Give the work back after waiting this long without any account that could take it.
     pub handoff: Duration,
     pub cache: CacheSettings,
 }
@@ -83,8 +83,9 @@ pub trait Sink: Send {
 pub enum Finished {
     /// Every number has an answer in the sink.
     Done,
-    /// Only an account of another process can do this work: it should go there.
-    Handoff,
+    /// No account could take the rest of the work for a while: the caller gives it back to
+    /// be tried again later (by any worker), freeing its slot meanwhile.
+    Parked,
 }
 
 /// Per-number tries: failed calls and rate limits.
@@ -131,12 +132,14 @@ pub(crate) fn outcome_of(r: CheckResult, account: &Account) -> Outcome {
 
 /// Adds what a details call said to a `yes` answer.
 fn add_details(o: &mut Outcome, d: Details, account: &Account) {
+    // Only an answer that says something is worth caching as "details known".
+    o.details_checked =
+        d.about.is_some() || d.about_hidden || d.has_picture.is_some() || d.business.is_some();
     o.signature = d.about;
     o.status_update = d.about_set_at;
     o.business = d.business.or(o.business);
     o.has_picture = d.has_picture;
     o.privacy = d.about_hidden.then(|| ABOUT_HIDDEN.to_owned());
-    o.details_checked = true;
     o.account = Some(account.id());
     o.simulated |= account.is_simulated();
 }
@@ -182,7 +185,7 @@ impl Checker<'_> {
         Duration::from_millis(ms).min(self.effort.retry_max)
     }
 
-    /// What a failed call means for the numbers it carried (their tries already counted).
+    /// What a failed call means for one number it carried (its tries already counted).
     fn retry(&self, err: &BackendError, tries: Tries) -> Retry {
         match err {
             // The account cools down or leaves rotation; another one (or it, later) goes on.
@@ -199,8 +202,57 @@ impl Checker<'_> {
         }
     }
 
+    /// After a failed call: tells its account's state, counts the try against each item the
+    /// call carried, puts those worth another try back at the front of `queue` (after the
+    /// longest delay one of them needs), and returns the others with the reason they are
+    /// given up. Each item is judged on its own tries.
+    async fn after_failure<T>(
+        &self,
+        account: &Account,
+        err: &BackendError,
+        mut batch: Vec<(T, Tries)>,
+        queue: &mut VecDeque<(T, Tries)>,
+        what: &str,
+        sink: &mut dyn Sink,
+    ) -> Vec<(T, String)> {
+        let id = account.id();
+        if let Err(e) = self.pool.report_failure(account, err).await {
+            warn!(account = %id, "recording an account failure: {e:#}");
+        }
+        let mut delay = Duration::ZERO;
+        let mut again = Vec::with_capacity(batch.len());
+        let mut given_up = Vec::new();
+        for (item, mut t) in batch.drain(..) {
+            match err {
+                BackendError::RateLimited { .. } | BackendError::Account { .. } => t.limited += 1,
+                _ => t.failed += 1,
+            }
+            match self.retry(err, t) {
+                Retry::Again(d) => {
+                    delay = delay.max(d);
+                    again.push((item, t));
+                }
+                Retry::GiveUp(reason) => given_up.push((item, reason)),
+            }
+        }
+        if !again.is_empty() {
+            sink.error(&format!("{what}: {err} (account {id}; retrying)"))
+                .await;
+            tokio::time::sleep(delay).await;
+            for b in again.into_iter().rev() {
+                queue.push_front(b);
+            }
+        }
+        if !given_up.is_empty() {
+            warn!(account = %id, numbers = given_up.len(), "{what} given up: {err}");
+        }
+        given_up
+    }
+
     /// A grant for up to `want` numbers, waiting while no account has budget. `None` when
-    /// the work should go to another process.
+    /// no account could take the work for `handoff`: the caller gives it back, so that its
+    /// worker slot serves work that can move (and a process whose account can take it gets
+    /// it).
     async fn grant(
         &self,
         req: Request<'_>,
@@ -224,10 +276,10 @@ impl Checker<'_> {
                     )
                     .await;
                 }
-                Err(NoGrant::NoAccount { reason, elsewhere }) => {
+                Err(NoGrant::NoAccount { reason, .. }) => {
                     let started = *since.get_or_insert_with(Instant::now);
                     sink.waiting(Some(&reason)).await;
-                    if elsewhere && started.elapsed() >= self.effort.handoff {
+                    if started.elapsed() >= self.effort.handoff {
                         return None;
                     }
                     let nap = Duration::from_millis(self.pool.settings.refresh_ms.max(10));
@@ -263,9 +315,9 @@ impl Checker<'_> {
             open.into_iter().map(|n| (n, Tries::default())).collect();
         while !queue.is_empty() {
             let Some(grant) = self.grant(req, queue.len(), false, None, sink).await else {
-                return Ok(Finished::Handoff);
+                return Ok(Finished::Parked);
             };
-            let mut batch: Vec<(E164, Tries)> = queue.drain(..grant.n.min(queue.len())).collect();
+            let batch: Vec<(E164, Tries)> = queue.drain(..grant.n.min(queue.len())).collect();
             let account = grant.account.clone();
             let id = account.id();
             let nums: Vec<E164> = batch.iter().map(|(n, _)| n.clone()).collect();
@@ -281,78 +333,63 @@ impl Checker<'_> {
                 account.backend.check(&nums),
             )
             .await;
-            match answer {
-                Ok(results) => {
-                    if let Err(e) = self.pool.report_success(&account).await {
-                        warn!(account = %id, "recording a recovery: {e:#}");
-                    }
-                    let mut outcomes: Vec<Outcome> = results
-                        .into_iter()
-                        .map(|r| outcome_of(r, &account))
-                        .collect();
-                    if req.details {
-                        let Some(more) = self
-                            .details(req, &account, &nums, &mut outcomes, sink)
-                            .await?
-                        else {
-                            // The check answers are spent budget: keep them.
-                            let rows: Vec<_> = nums.into_iter().zip(outcomes).collect();
-                            sink.store(&rows, Some((&id, &spent))).await?;
-                            return Ok(Finished::Handoff);
-                        };
-                        let rows: Vec<_> = nums.into_iter().zip(outcomes).collect();
-                        sink.store(&rows, Some((&id, &spent.plus(more.get(&id)))))
-                            .await?;
-                        for (other, s) in more.others(&id) {
-                            sink.spent(other, s).await?;
-                        }
-                    } else {
-                        let rows: Vec<_> = nums.into_iter().zip(outcomes).collect();
-                        sink.store(&rows, Some((&id, &spent))).await?;
-                    }
-                }
+            let results = match answer {
+                Ok(results) => results,
                 Err(err) => {
                     sink.spent(&id, &spent).await?;
-                    if let Err(e) = self.pool.report_failure(&account, &err).await {
-                        warn!(account = %id, "recording an account failure: {e:#}");
+                    let given_up = self
+                        .after_failure(&account, &err, batch, &mut queue, "checks", sink)
+                        .await;
+                    if !given_up.is_empty() {
+                        sink.error(&format!("{} numbers left unknown: {err}", given_up.len()))
+                            .await;
+                        let rows: Vec<_> = given_up
+                            .into_iter()
+                            .map(|(n, why)| (n, unknown(&why)))
+                            .collect();
+                        sink.store(&rows, None).await?;
                     }
-                    for (_, t) in batch.iter_mut() {
-                        match err {
-                            BackendError::RateLimited { .. } | BackendError::Account { .. } => {
-                                t.limited += 1
-                            }
-                            _ => t.failed += 1,
-                        }
-                    }
-                    let tries = batch[0].1;
-                    match self.retry(&err, tries) {
-                        Retry::Again(delay) => {
-                            let why = format!("{err} (account {id}; retrying)");
-                            sink.error(&why).await;
-                            tokio::time::sleep(delay).await;
-                            for b in batch.into_iter().rev() {
-                                queue.push_front(b);
-                            }
-                        }
-                        Retry::GiveUp(reason) => {
-                            warn!(account = %id, numbers = batch.len(), "left unknown: {reason}");
-                            sink.error(&format!("{} numbers left unknown: {reason}", batch.len()))
-                                .await;
-                            let rows: Vec<_> = batch
-                                .into_iter()
-                                .map(|(n, _)| (n, unknown(&reason)))
-                                .collect();
-                            sink.store(&rows, None).await?;
-                        }
-                    }
+                    continue;
                 }
+            };
+            if let Err(e) = self.pool.report_success(&account).await {
+                warn!(account = %id, "recording a recovery: {e:#}");
+            }
+            let mut outcomes: Vec<Outcome> = results
+                .into_iter()
+                .map(|r| outcome_of(r, &account))
+                .collect();
+            if !req.details {
+                let rows: Vec<_> = nums.into_iter().zip(outcomes).collect();
+                sink.store(&rows, Some((&id, &spent))).await?;
+                continue;
+            }
+            let d = self
+                .details(req, &account, &nums, &mut outcomes, sink)
+                .await;
+            // Rows are stored whole: a `yes` without its details waits for the next attempt
+            // (after a park) rather than being stored incomplete for good.
+            let rows: Vec<_> = nums
+                .into_iter()
+                .zip(outcomes)
+                .enumerate()
+                .filter(|(i, (_, o))| o.whatsapp != Some(WhatsApp::Yes) || d.answered[*i])
+                .map(|(_, row)| row)
+                .collect();
+            sink.store(&rows, Some((&id, &spent.plus(d.tally.get(&id)))))
+                .await?;
+            for (other, s) in d.tally.others(&id) {
+                sink.spent(other, s).await?;
+            }
+            if d.parked {
+                return Ok(Finished::Parked);
             }
         }
         Ok(Finished::Done)
     }
 
-    /// Fills the details of the `yes` answers, preferring the account that checked them.
-    /// Returns what each account spent, or `None` when the work should go elsewhere.
+    /// Fills the details of the `yes` answers, preferring the account that checked them. A
+    /// number whose details calls keep failing keeps its yes/no answer with empty details.
     async fn details(
         &self,
         req: Request<'_>,
@@ -360,8 +397,12 @@ impl Checker<'_> {
         nums: &[E164],
         outcomes: &mut [Outcome],
         sink: &mut dyn Sink,
-    ) -> anyhow::Result<Option<Tally>> {
-        let mut tally = Tally::default();
+    ) -> Detailed {
+        let mut out = Detailed {
+            tally: Tally::default(),
+            answered: vec![false; nums.len()],
+            parked: false,
+        };
         let mut queue: VecDeque<(usize, Tries)> = (0..nums.len())
             .filter(|&i| outcomes[i].whatsapp == Some(WhatsApp::Yes))
             .map(|i| (i, Tries::default()))
@@ -372,13 +413,14 @@ impl Checker<'_> {
                 .grant(req, queue.len(), true, Some(&prefer), sink)
                 .await
             else {
-                return Ok(None);
+                out.parked = true;
+                return out;
             };
             let account = grant.account.clone();
-            let mut batch: Vec<(usize, Tries)> = queue.drain(..grant.n.min(queue.len())).collect();
+            let batch: Vec<(usize, Tries)> = queue.drain(..grant.n.min(queue.len())).collect();
             let wanted: Vec<E164> = batch.iter().map(|&(i, _)| nums[i].clone()).collect();
             account.jitter().await;
-            tally.add(&account.id(), wanted.len() as u64);
+            out.tally.add(&account.id(), wanted.len() as u64);
             let answer = call(
                 self.effort.call_timeout,
                 wanted.len(),
@@ -392,47 +434,31 @@ impl Checker<'_> {
                     }
                     for (&(i, _), d) in batch.iter().zip(details) {
                         add_details(&mut outcomes[i], d, &account);
+                        out.answered[i] = true;
                     }
                 }
                 Err(err) => {
-                    if let Err(e) = self.pool.report_failure(&account, &err).await {
-                        warn!("recording an account failure: {e:#}");
-                    }
-                    for (_, t) in batch.iter_mut() {
-                        match err {
-                            BackendError::RateLimited { .. } | BackendError::Account { .. } => {
-                                t.limited += 1
-                            }
-                            _ => t.failed += 1,
-                        }
-                    }
-                    match self.retry(&err, batch[0].1) {
-                        Retry::Again(delay) => {
-                            sink.error(&format!(
-                                "details: {err} (account {}; retrying)",
-                                account.id()
-                            ))
-                            .await;
-                            tokio::time::sleep(delay).await;
-                            for b in batch.into_iter().rev() {
-                                queue.push_front(b);
-                            }
-                        }
-                        // The yes/no answer stands; only the details are missing.
-                        Retry::GiveUp(reason) => {
-                            warn!(numbers = batch.len(), "details left empty: {reason}");
-                            sink.error(&format!(
-                                "details of {} numbers left empty: {reason}",
-                                batch.len()
-                            ))
-                            .await;
-                        }
+                    let given_up = self
+                        .after_failure(&account, &err, batch, &mut queue, "details", sink)
+                        .await;
+                    // The yes/no answer stands; only the details are missing.
+                    for (i, _) in given_up {
+                        out.answered[i] = true;
                     }
                 }
             }
         }
-        Ok(Some(tally))
+        out
     }
+}
+
+/// What filling details did.
+struct Detailed {
+    tally: Tally,
+    /// Per number: its details call answered, or was given up (a `yes` is complete).
+    answered: Vec<bool>,
+    /// No account could take the rest: the chunk is given back.
+    parked: bool,
 }
 
 /// Detail-call budget spent per account.

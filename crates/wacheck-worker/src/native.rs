@@ -24,6 +24,15 @@ pub fn session_file(dir: &std::path::Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.db"))
 }
 
+/// Deletes a session's store with its write-ahead log, so that a new pairing starts afresh.
+pub fn forget_session(file: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = file.as_os_str().to_owned();
+        name.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(name));
+    }
+}
+
 /// Records one session event on the account. Returns whether the session should stop.
 pub async fn record_event(
     db: &sqlx::PgPool,
@@ -44,8 +53,14 @@ pub async fn record_event(
             accounts::paired(db, id, me).await?;
         }
         SessionEvent::Connected { me: None } => {
+            // Back after pairing's restart, or after a temporary ban ended.
             let record = accounts::get(db, id).await?;
-            if record.is_some_and(|r| r.state == AccountState::Pairing && r.me.is_some()) {
+            let back = record.is_some_and(|r| match r.state {
+                AccountState::Pairing => r.me.is_some(),
+                AccountState::Banned => r.cool_until.is_some_and(|t| t <= Utc::now()),
+                _ => false,
+            });
+            if back {
                 accounts::set_state(db, id, AccountState::Connected, Some("connected"), None)
                     .await?;
             }
@@ -53,8 +68,9 @@ pub async fn record_event(
         SessionEvent::LoggedOut { reason } => {
             warn!(account = id, "native session logged out: {reason}");
             accounts::set_state(db, id, AccountState::LoggedOut, Some(reason), None).await?;
-            // A logged-out session cannot come back; the next pairing starts afresh.
-            let _ = std::fs::remove_file(session_file);
+            // A logged-out session cannot come back; the next pairing starts afresh. (The
+            // host stops the session at its next pass; the files go now.)
+            forget_session(session_file);
             return Ok(true);
         }
         SessionEvent::Banned { for_secs, reason } => {
@@ -81,6 +97,8 @@ pub async fn record_event(
 struct Running {
     session: NativeSession,
     events: tokio::task::JoinHandle<()>,
+    /// When this process last renewed the account's host lease.
+    renewed: std::time::Instant,
 }
 
 /// The native sessions this process runs.
@@ -90,14 +108,16 @@ pub struct NativeHost {
     running: Mutex<HashMap<String, Running>>,
 }
 
-/// Whether a worker should run this account's session.
+/// Whether a worker should run this account's session: one being paired, one that works,
+/// or one whose temporary ban is over.
 fn wanted(r: &AccountRecord) -> bool {
     r.kind == AccountKind::Native
         && !r.paused
-        && matches!(
-            r.state,
-            AccountState::Pairing | AccountState::Connected | AccountState::CoolingDown
-        )
+        && match r.state {
+            AccountState::Pairing | AccountState::Connected | AccountState::CoolingDown => true,
+            AccountState::Banned => r.cool_until.is_some_and(|t| t <= Utc::now()),
+            _ => false,
+        }
 }
 
 impl NativeHost {
@@ -110,6 +130,9 @@ impl NativeHost {
     }
 
     /// One pass: start the sessions this process may hold, keep their leases, stop the rest.
+    /// A failure with one account does not hold up the others; a session whose lease this
+    /// process could not renew for two thirds of its length stops, since another process may
+    /// hold it by then.
     pub async fn tick(&self) -> anyhow::Result<()> {
         let lease = Duration::from_secs(self.pool.settings.native_lease_secs.max(3));
         let db = self.pool.db().clone();
@@ -121,56 +144,81 @@ impl NativeHost {
         let mut running = self.running.lock().await;
         let mut changed = false;
         for r in &records {
-            let here = running.contains_key(&r.id);
-            let keep = wanted(r) && accounts::hold(&db, &r.id, &self.owner, lease).await?;
-            if keep && !here {
-                match self.start(r).await {
-                    Ok(run) => {
-                        running.insert(r.id.clone(), run);
-                        changed = true;
-                    }
-                    Err(e) => {
-                        warn!(account = %r.id, "native session cannot start: {e}");
-                        accounts::set_state(&db, &r.id, AccountState::Failed, Some(&e), None)
-                            .await?;
-                        accounts::let_go(&db, &r.id, &self.owner).await?;
-                    }
-                }
-            } else if !keep && here {
-                if let Some(run) = running.remove(&r.id) {
-                    stop(run).await;
-                }
-                if !wanted(r) {
-                    accounts::let_go(&db, &r.id, &self.owner).await?;
-                }
-                changed = true;
+            match self.pass(r, lease, &mut running).await {
+                Ok(c) => changed |= c,
+                Err(e) => warn!(account = %r.id, "native session: {e:#}"),
             }
         }
-        // Accounts removed meanwhile.
-        let gone: Vec<String> = running
-            .keys()
-            .filter(|id| !records.iter().any(|r| &r.id == *id))
-            .cloned()
+        let stale: Vec<String> = running
+            .iter()
+            .filter(|(id, run)| {
+                !records.iter().any(|r| &r.id == *id) || run.renewed.elapsed() > lease * 2 / 3
+            })
+            .map(|(id, _)| id.clone())
             .collect();
-        for id in gone {
+        for id in stale {
             if let Some(run) = running.remove(&id) {
+                warn!(account = %id, "native session stopped: removed, or its lease not renewed");
                 stop(run).await;
             }
             changed = true;
         }
-        for (id, run) in running.iter() {
-            self.pool.set_native(id, Some(run.session.backend()));
-        }
         for r in &records {
-            if !running.contains_key(&r.id) {
-                self.pool.set_native(&r.id, None);
-            }
+            self.pool.set_native(
+                &r.id,
+                running.get(&r.id).map(|run| session_backend(&run.session)),
+            );
         }
         drop(running);
         if changed {
             self.pool.refresh().await?;
         }
         Ok(())
+    }
+
+    /// Starts, keeps or stops one account's session. Returns whether anything changed.
+    async fn pass(
+        &self,
+        r: &AccountRecord,
+        lease: Duration,
+        running: &mut HashMap<String, Running>,
+    ) -> anyhow::Result<bool> {
+        let db = self.pool.db();
+        let here = running.contains_key(&r.id);
+        let file = session_file(&self.pool.settings.native_dir, &r.id);
+        // A paired account whose session file is not on this machine is left to the worker
+        // that has it: starting afresh here would un-pair it.
+        let startable = here || r.state == AccountState::Pairing || file.exists();
+        let keep = wanted(r) && startable && accounts::hold(db, &r.id, &self.owner, lease).await?;
+        if keep && here {
+            if let Some(run) = running.get_mut(&r.id) {
+                run.renewed = std::time::Instant::now();
+            }
+            return Ok(false);
+        }
+        if keep {
+            match self.start(r).await {
+                Ok(run) => {
+                    running.insert(r.id.clone(), run);
+                }
+                Err(e) => {
+                    warn!(account = %r.id, "native session cannot start: {e}");
+                    accounts::set_state(db, &r.id, AccountState::Failed, Some(&e), None).await?;
+                    accounts::let_go(db, &r.id, &self.owner).await?;
+                }
+            }
+            return Ok(true);
+        }
+        if here {
+            if let Some(run) = running.remove(&r.id) {
+                stop(run).await;
+            }
+            if !wanted(r) {
+                accounts::let_go(db, &r.id, &self.owner).await?;
+            }
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     async fn start(&self, r: &AccountRecord) -> Result<Running, String> {
@@ -195,7 +243,11 @@ impl NativeHost {
                 }
             }
         });
-        Ok(Running { session, events })
+        Ok(Running {
+            session,
+            events,
+            renewed: std::time::Instant::now(),
+        })
     }
 
     /// Stops every session (a stopping worker) and gives their leases back.
@@ -209,6 +261,10 @@ impl NativeHost {
             }
         }
     }
+}
+
+fn session_backend(s: &NativeSession) -> Arc<dyn wacheck_backends::CheckBackend> {
+    s.backend()
 }
 
 async fn stop(run: Running) {

@@ -284,9 +284,10 @@ impl Pipeline {
         drop(watch);
         match checked {
             Ok(Finished::Done) => {}
-            Ok(Finished::Handoff) => {
-                info!("only another worker's account can check this chunk: given back");
-                lifecycle::release(&self.pool, task, chunk, &owner).await?;
+            Ok(Finished::Parked) => {
+                let rest = Duration::from_secs(self.accounts.settings.park_secs.max(1));
+                info!(?rest, "no account could take this chunk: parked");
+                lifecycle::park(&self.pool, task, chunk, &owner, rest).await?;
                 return Ok(());
             }
             Err(Interrupted::Failed(e)) => return Err(e),

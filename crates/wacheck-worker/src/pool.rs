@@ -56,15 +56,21 @@ pub struct PoolSettings {
     pub cooldown_max_ms: u64,
     /// How often workers ask gateways whether sessions that stopped work again, in seconds.
     pub probe_secs: u64,
-    /// A chunk that waits this long for an account only another process can use (a native
-    /// session runs in one process) is given back, so that process can take it; in seconds.
+    /// A chunk that waits this long without an account that can take it (all down, capped,
+    /// or only usable by another process, as a native session is) is given back, so that
+    /// its worker slot serves other work; in seconds.
     pub handoff_secs: u64,
+    /// How long a chunk given back rests before it is queued again, in seconds.
+    pub park_secs: u64,
     /// Where native accounts keep their WhatsApp sessions (one SQLite file each).
     pub native_dir: std::path::PathBuf,
     /// How long a worker holds a native session without renewing, in seconds.
     pub native_lease_secs: u64,
     /// Use the built-in simulated account while no other account is configured.
     pub builtin_simulated: bool,
+    /// Users without the `admin` scope may add accounts of their own. Off by default: an
+    /// account's gateway URL is fetched by the service, so adding one is the operator's call.
+    pub user_accounts: bool,
 }
 
 impl Default for PoolSettings {
@@ -75,12 +81,17 @@ impl Default for PoolSettings {
             cooldown_max_ms: 3_600_000,
             probe_secs: 30,
             handoff_secs: 15,
+            park_secs: 30,
             native_dir: "./data/native".into(),
             native_lease_secs: 30,
             builtin_simulated: true,
+            user_accounts: false,
         }
     }
 }
+
+/// Calls in a row without any answer after which an account cools down.
+const FAILURES_BEFORE_COOLING: u32 = 3;
 
 /// Name of the built-in simulated account.
 pub const BUILTIN: &str = "simulated";
@@ -105,10 +116,10 @@ pub fn builtin_account(sim: &SimConfig, rate: RateConfig) -> accounts::NewAccoun
 
 /// GCRA (generic cell rate algorithm) and a daily cap on the Redis server's clock. KEYS[1]
 /// holds the account's theoretical arrival time in microseconds, KEYS[2] today's count.
-/// ARGV: emission interval (µs, 0 = no rate), burst tolerance (µs), cost, daily cap (0 =
-/// none). Returns 0 when the checks may go now (and books them), -1 when the cap is reached,
-/// -2 when today's count is not in Redis yet (the caller seeds it from Postgres), else the
-/// microseconds to wait before asking again.
+/// ARGV: emission interval (µs, 0 = no rate), burst tolerance (µs), numbers wanted, daily cap
+/// (0 = none). Returns `{status, value}`: `{0, n}` n numbers are booked (fewer than wanted
+/// when only n are left today); `{1, µs}` wait that long before asking again; `{2, 0}` the cap
+/// is reached; `{3, 0}` today's count is not in Redis (the caller seeds it from Postgres).
 const BUDGET_LUA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -118,20 +129,21 @@ local cost = tonumber(ARGV[3])
 local cap = tonumber(ARGV[4])
 if cap > 0 then
   local used = redis.call('GET', KEYS[2])
-  if not used then return -2 end
-  if tonumber(used) + cost > cap then return -1 end
+  if not used then return {3, 0} end
+  local left = cap - tonumber(used)
+  if left <= 0 then return {2, 0} end
+  if cost > left then cost = left end
 end
-local new_tat = 0
 if interval > 0 then
   local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
   if tat < now then tat = now end
-  new_tat = tat + interval * cost
+  local new_tat = tat + interval * cost
   local wait = new_tat - tolerance - now
-  if wait > 0 then return math.ceil(wait) end
+  if wait > 0 then return {1, math.ceil(wait)} end
   redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
 end
 if cap > 0 then redis.call('INCRBY', KEYS[2], cost) end
-return 0
+return {0, cost}
 ";
 
 /// Raises today's count in Redis to at least what Postgres knows (after a flush or restart).
@@ -143,7 +155,8 @@ return 0
 
 /// What booking budget said.
 enum Booking {
-    Booked,
+    /// This many numbers may go now.
+    Booked(usize),
     Wait(Duration),
     Capped,
 }
@@ -159,6 +172,11 @@ pub struct Account {
     tolerance_us: u64,
     /// The daily cap was reached: no work until the next UTC day.
     capped_until: Mutex<Option<DateTime<Utc>>>,
+    /// Today's count in Redis was raised to what Postgres knows since this was built (a cap
+    /// may have been set after checks Redis did not count).
+    seeded: std::sync::atomic::AtomicBool,
+    /// Calls in a row that got no answer at all (timeouts, refused connections).
+    failures_in_a_row: std::sync::atomic::AtomicU32,
 }
 
 impl Account {
@@ -312,7 +330,7 @@ impl Pool {
     /// did not change keeps its backend and in-process limiter.
     pub async fn refresh(&self) -> anyhow::Result<()> {
         let records = accounts::list(&self.db).await?;
-        let builtin_only = records.iter().all(|r| r.builtin);
+        let builtin_only = records.iter().all(|r| r.builtin || r.owner.is_some());
         let old: HashMap<String, Arc<Account>> =
             self.all().into_iter().map(|a| (a.record().id, a)).collect();
         let mut fresh = Vec::with_capacity(records.len());
@@ -391,6 +409,8 @@ impl Pool {
             interval_us: interval_us.max(u64::from(limits.per_minute > 0)),
             tolerance_us: interval_us * u64::from(burst),
             capped_until: Mutex::new(None),
+            seeded: std::sync::atomic::AtomicBool::new(false),
+            failures_in_a_row: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -402,18 +422,40 @@ impl Pool {
         format!("{}:day:{id}:{}", self.prefix, now.format("%Y-%m-%d"))
     }
 
-    /// Books `n` checks on `account`, or says how long to wait.
+    /// Raises today's count of `account` in Redis to what Postgres knows.
+    async fn seed(
+        &self,
+        account: &Account,
+        day_key: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let used = accounts::checks_on(&self.db, &account.id(), now.date_naive()).await?;
+        let mut conn = self.redis.clone();
+        let _: i64 = self
+            .seed
+            .key(day_key)
+            .arg(used)
+            .invoke_async(&mut conn)
+            .await?;
+        account.seeded.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Books up to `n` checks on `account`, or says how long to wait.
     async fn book(&self, account: &Account, n: usize) -> anyhow::Result<Booking> {
         let limits = account.limits();
         let id = account.id();
         if limits.per_minute == 0 && limits.daily_cap == 0 {
-            return Ok(Booking::Booked);
+            return Ok(Booking::Booked(n));
         }
         let now = Utc::now();
         let day_key = self.day_key(&id, now);
+        if limits.daily_cap > 0 && !account.seeded.load(Ordering::Relaxed) {
+            self.seed(account, &day_key, now).await?;
+        }
         let mut conn = self.redis.clone();
         for _ in 0..2 {
-            let r: i64 = self
+            let (status, value): (i64, i64) = self
                 .budget
                 .key(self.rate_key(&id))
                 .key(&day_key)
@@ -423,28 +465,21 @@ impl Pool {
                 .arg(limits.daily_cap)
                 .invoke_async(&mut conn)
                 .await?;
-            match r {
+            match status {
                 0 => {
+                    let booked = usize::try_from(value).unwrap_or(0).clamp(1, n.max(1));
                     if let Some(limiter) = &account.limiter {
-                        let n = NonZeroU32::new(n.clamp(1, limits.burst.max(1) as usize) as u32)
-                            .expect("n >= 1");
-                        // n <= burst, so this cannot fail with InsufficientCapacity.
-                        let _ = limiter.until_n_ready(n).await;
+                        let k = booked.clamp(1, limits.burst.max(1) as usize) as u32;
+                        // k <= burst, so this cannot fail with InsufficientCapacity.
+                        let _ = limiter
+                            .until_n_ready(NonZeroU32::new(k).expect("k >= 1"))
+                            .await;
                     }
-                    return Ok(Booking::Booked);
+                    return Ok(Booking::Booked(booked));
                 }
-                -1 => return Ok(Booking::Capped),
-                -2 => {
-                    let today = now.date_naive();
-                    let used = accounts::checks_on(&self.db, &id, today).await?;
-                    let _: i64 = self
-                        .seed
-                        .key(&day_key)
-                        .arg(used)
-                        .invoke_async(&mut conn)
-                        .await?;
-                }
-                wait => return Ok(Booking::Wait(Duration::from_micros(wait.max(1) as u64))),
+                1 => return Ok(Booking::Wait(Duration::from_micros(value.max(1) as u64))),
+                2 => return Ok(Booking::Capped),
+                _ => self.seed(account, &day_key, now).await?,
             }
         }
         Ok(Booking::Wait(Duration::from_millis(10)))
@@ -491,7 +526,7 @@ impl Pool {
         for a in healthy {
             let n = want.min(a.batch_size(details)).max(1);
             match self.book(a, n).await {
-                Ok(Booking::Booked) => {
+                Ok(Booking::Booked(n)) => {
                     return Ok(Grant {
                         account: a.clone(),
                         n,
@@ -543,23 +578,7 @@ impl Pool {
                     Some(d) => format!("rate limited by the server (back off {} s)", d.as_secs()),
                     None => "rate limited by the server".to_owned(),
                 };
-                let until = accounts::rate_limited(
-                    &self.db,
-                    &id,
-                    *backoff,
-                    Duration::from_millis(self.settings.cooldown_base_ms),
-                    Duration::from_millis(self.settings.cooldown_max_ms),
-                    &reason,
-                )
-                .await?;
-                if let Some(until) = until {
-                    warn!(account = %id, %until, "rate limited: cooling down");
-                    account.update(|r| {
-                        r.state = AccountState::CoolingDown;
-                        r.cool_until = Some(until);
-                        r.strikes += 1;
-                    });
-                }
+                self.cool_down(account, *backoff, &reason).await?;
             }
             BackendError::Account { down, reason } => {
                 let until = match down {
@@ -575,24 +594,65 @@ impl Pool {
                     r.state = state;
                     r.state_reason = Some(reason.clone());
                     r.cool_until = until;
+                    r.state_changed_at = Utc::now();
                 });
             }
-            _ => {}
+            BackendError::Transient(e) => {
+                // A gateway that stopped answering altogether cools down like a throttled
+                // account instead of turning numbers `unknown` one batch after the other.
+                let streak = account.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+                if streak >= FAILURES_BEFORE_COOLING {
+                    account.failures_in_a_row.store(0, Ordering::Relaxed);
+                    let reason = format!("{streak} calls in a row got no answer: {e}");
+                    self.cool_down(account, None, &reason).await?;
+                }
+            }
+            BackendError::Permanent(_) => {}
         }
         Ok(())
     }
 
-    /// A good answer: an account that was cooling down works again.
+    /// Cools an account down (in Postgres for every process, and here at once).
+    async fn cool_down(
+        &self,
+        account: &Account,
+        backoff: Option<Duration>,
+        reason: &str,
+    ) -> anyhow::Result<()> {
+        let id = account.id();
+        let until = accounts::rate_limited(
+            &self.db,
+            &id,
+            backoff,
+            Duration::from_millis(self.settings.cooldown_base_ms),
+            Duration::from_millis(self.settings.cooldown_max_ms),
+            reason,
+        )
+        .await?;
+        if let Some(until) = until {
+            warn!(account = %id, %until, "{reason}: cooling down");
+            account.update(|r| {
+                r.state = AccountState::CoolingDown;
+                r.cool_until = Some(until);
+                r.state_changed_at = Utc::now();
+            });
+        }
+        Ok(())
+    }
+
+    /// A good answer: an account whose cool-down is over works again.
     pub async fn report_success(&self, account: &Account) -> anyhow::Result<()> {
+        account.failures_in_a_row.store(0, Ordering::Relaxed);
         let r = account.record();
-        if r.state == AccountState::CoolingDown || r.strikes > 0 {
-            if accounts::recovered(&self.db, &r.id).await? {
-                info!(account = %r.id, "answering again after its cool-down");
-            }
+        if (r.state == AccountState::CoolingDown || r.strikes > 0)
+            && accounts::recovered(&self.db, &r.id).await?
+        {
+            info!(account = %r.id, "answering again after its cool-down");
             account.update(|r| {
                 r.state = AccountState::Connected;
                 r.cool_until = None;
                 r.strikes = 0;
+                r.state_changed_at = Utc::now();
             });
         }
         Ok(())

@@ -243,9 +243,11 @@ async fn pair(db: &sqlx::PgPool, config: &crate::config::Config, name: &str) -> 
         .context("the account vanished")?;
     let settings: NativeSettings = serde_json::from_value(r.settings.clone())?;
     let host = format!("cli-{}", std::process::id());
+    let lease = Duration::from_secs(60);
     anyhow::ensure!(
-        accounts::hold(db, name, &host, Duration::from_secs(600)).await?,
-        "a worker runs this account's session already"
+        accounts::hold(db, name, &host, lease).await?,
+        "a worker runs this account's session already: fetch its QR code from \
+         GET /v1/accounts/{name}/qr.png, or pause the account and try again"
     );
     let dir = &config.accounts.native_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -255,11 +257,18 @@ async fn pair(db: &sqlx::PgPool, config: &crate::config::Config, name: &str) -> 
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
     eprintln!("connecting to WhatsApp… (Ctrl-C to give up; the account stays `pairing`)");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let mut renew = tokio::time::interval(lease / 3);
     let outcome = loop {
         let event = tokio::select! {
             e = rx.recv() => e,
+            _ = renew.tick() => {
+                // Keep the session ours while pairing takes its time.
+                accounts::hold(db, name, &host, lease).await?;
+                continue;
+            }
             _ = tokio::signal::ctrl_c() => break Err(anyhow::anyhow!("interrupted")),
-            _ = tokio::time::sleep(Duration::from_secs(300)) => {
+            _ = tokio::time::sleep_until(deadline) => {
                 break Err(anyhow::anyhow!(
                     "no pairing within 5 minutes (is WhatsApp reachable from here?)"
                 ))

@@ -500,6 +500,23 @@ async fn without_a_healthy_account_tasks_wait_and_say_why() {
     );
     assert_eq!(waiting["failure"], 0, "nothing failed while waiting");
     assert!(ledger_counts(&ledger).is_empty());
+    // A job does not hold its worker slot for ever: after `handoff_secs` its chunk is parked
+    // (given back to rest), so other work can run; the task still says why it waits.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let parked: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM task_chunks WHERE lease_owner = 'parked'")
+                .fetch_one(env.pool())
+                .await
+                .unwrap();
+        if parked > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no chunk was parked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, still) = env.status("simple", id).await;
+    assert!(still["waiting"].is_string(), "{still}");
     env.call(
         Method::POST,
         "/v1/accounts/sim-1/resume",
@@ -616,7 +633,7 @@ async fn a_task_may_bypass_the_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_accounts_api_keeps_users_apart_and_keys_secret() {
     let waha = FakeGateway::waha(KEY, "default", 70, 0);
-    let env = TestEnv::start(Store::Local).await;
+    let env = TestEnv::start_with(Store::Local, |c| c.accounts.user_accounts = true).await;
     // An admin adds a shared gateway account; it is asked at once whether it works.
     let shared = env.add_account(waha_account("shared-1", &waha)).await;
     assert_eq!(shared["state"], "connected", "{shared}");
@@ -892,5 +909,135 @@ async fn the_accounts_cli_adds_lists_and_pauses() {
     assert!(!ok && out.contains("no account `nobody`"), "{out}");
     let (ok, out) = run(&["accounts", "add", "--waha", "w", "--session", "default"]);
     assert!(!ok && out.contains("--url"), "{out}");
+    env.stop().await;
+}
+
+/// Users' own accounts (when the operator allows them) work only for their owners, never
+/// feed the shared cache, and leave the shared pool as it is; by default only admins add
+/// accounts, and keys without the `tasks` scope see none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_own_accounts_work_only_for_them_and_feed_no_shared_cache() {
+    let closed = TestEnv::start(Store::Local).await;
+    let (code, v) = closed
+        .call(
+            Method::POST,
+            "/v1/accounts",
+            &closed.key,
+            Some(json!({"id": "mine", "kind": "simulated"})),
+        )
+        .await;
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (403, Some("missing_scope")),
+        "{v}"
+    );
+    let check_only = wacheck_store::keys::create_with_scopes(closed.pool(), USER, &["check"])
+        .await
+        .unwrap();
+    let (code, v) = closed
+        .call(Method::GET, "/v1/accounts", &check_only, None)
+        .await;
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (403, Some("missing_scope")),
+        "{v}"
+    );
+    closed.stop().await;
+
+    let env = TestEnv::start_with(Store::Local, |c| c.accounts.user_accounts = true).await;
+    let ledger = env.local_dir.path().join("alice-ledger");
+    // Alice's own account says every number is on WhatsApp: easy to spot wherever it answers.
+    let (code, own) = env
+        .call(
+            Method::POST,
+            "/v1/accounts",
+            &env.key,
+            Some(fast(json!({"id": "alice-sim", "kind": "simulated",
+                "settings": {"registered_percent": 100, "batch": 20, "ledger": ledger}}))),
+        )
+        .await;
+    assert_eq!(code, 201, "{own}");
+    let (_, all) = env
+        .call(Method::GET, "/v1/accounts", &env.admin_key, None)
+        .await;
+    let ids: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["alice-sim", "simulated"], "the shared built-in stays");
+
+    // Alice's task may use both; Bob's only the shared pool.
+    let (_, alice_task) = upload_range(&env, 7_000_000, 300).await;
+    let alice_done = env
+        .wait_exported("simple", &alice_task, Duration::from_secs(60))
+        .await;
+    assert_eq!(alice_done["success"], 300);
+    assert!(
+        !ledger_counts(&ledger).is_empty(),
+        "alice's account worked for her"
+    );
+    let asked_for_alice = ledger_counts(&ledger).values().sum::<usize>();
+    // Bob checks the same numbers: the rule's answers, none of alice's account's, and not
+    // one number asked of her account.
+    let raws: Vec<String> = (0..300)
+        .map(|i| format!("+4179{:07}", 7_000_000 + i))
+        .collect();
+    let (code, bob_task) = env
+        .upload_as(
+            &env.other_key,
+            "simple",
+            Some(("n.txt", raws.join("\n").into_bytes())),
+            &[("user_id", OTHER)],
+        )
+        .await;
+    assert_eq!(code, 200, "{bob_task}");
+    let bob_id = bob_task["task_id"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let bob_done = loop {
+        let (_, v) = env
+            .call(
+                Method::GET,
+                &format!("/wa/api/simple/tasks/{bob_id}?user_id={OTHER}"),
+                &env.other_key,
+                None,
+            )
+            .await;
+        if v["status"] == "exported" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let rows = parse_result(
+        &env.download(bob_done["result_url"].as_str().unwrap()).await,
+        "xlsx",
+    );
+    assert_rows(&rows, &raws, None, false);
+    assert_eq!(
+        ledger_counts(&ledger).values().sum::<usize>(),
+        asked_for_alice,
+        "alice's account did nothing for bob"
+    );
+    // Bob cannot see what alice's task cost, nor her account.
+    let (code, _) = env
+        .call(
+            Method::GET,
+            &format!("/v1/tasks/{alice_task}/usage"),
+            &env.other_key,
+            None,
+        )
+        .await;
+    assert_eq!(code, 404);
+    let (code, usage) = env
+        .call(
+            Method::GET,
+            &format!("/v1/tasks/{alice_task}/usage"),
+            &env.key,
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{usage}");
     env.stop().await;
 }

@@ -10,7 +10,7 @@ use wacheck_backends::simulated::rule_with_privacy;
 use wacheck_backends::waha::WahaBackend;
 use wacheck_backends::{AccountDown, BackendError, CheckBackend, GatewaySettings, Presence};
 use wacheck_core::E164;
-use wacheck_testkit::{FakeGateway, Fault, Session};
+use wacheck_testkit::{FakeGateway, Fault, Session, whatsapp_user};
 
 const KEY: &str = "gw-secret-key";
 
@@ -25,9 +25,13 @@ fn settings(gw: &FakeGateway, session: &str, key: &str) -> GatewaySettings {
 }
 
 /// Numbers the rule puts on WhatsApp and off it, with and without a visible about text.
+/// Swiss numbers, and Brazilian mobiles (whose JID comes back without the ninth digit).
 fn sample() -> Vec<E164> {
-    (0..40)
-        .map(|i| E164::from_canonical(&format!("+4179{:07}", 1_000_000 + i * 7919)).unwrap())
+    let swiss = (0..40).map(|i| format!("+4179{:07}", 1_000_000 + i * 7919));
+    let brazil = (0..10).map(|i| format!("+55119{:08}", 80_000_000 + i * 104_729));
+    swiss
+        .chain(brazil)
+        .map(|n| E164::from_canonical(&n).unwrap())
         .collect()
 }
 
@@ -44,7 +48,7 @@ async fn waha_answers_checks_and_details_as_documented() {
     let b = WahaBackend::new(settings(&gw, "default", KEY)).unwrap();
     assert_eq!(b.max_batch(), 1, "WAHA checks one number per call");
     let numbers = sample();
-    let (mut yes, mut hidden) = (0, 0);
+    let (mut yes, mut hidden, mut shortened) = (0, 0, 0);
     for n in &numbers {
         let r = b.check(std::slice::from_ref(n)).await.unwrap();
         let want = rule_with_privacy(n.as_str(), 70, 30);
@@ -53,9 +57,10 @@ async fn waha_answers_checks_and_details_as_documented() {
                 assert!(want.registered, "{n} is not on WhatsApp by the rule");
                 assert_eq!(
                     jid,
-                    &format!("{}@c.us", n.digits()),
+                    &format!("{}@c.us", whatsapp_user(n.digits())),
                     "the server's chat id is kept"
                 );
+                shortened += usize::from(!jid.starts_with(n.digits()));
                 assert_eq!((lid, business), (&None, &None), "WAHA tells neither");
                 yes += 1;
                 let d = b.details(std::slice::from_ref(n)).await.unwrap();
@@ -74,8 +79,8 @@ async fn waha_answers_checks_and_details_as_documented() {
         }
     }
     assert!(
-        yes > 10 && hidden > 0,
-        "the sample covers both cases ({yes} yes, {hidden} hidden)"
+        yes > 10 && hidden > 0 && shortened > 0,
+        "the sample covers every case ({yes} yes, {hidden} hidden, {shortened} other JIDs)"
     );
     assert_eq!(
         gw.state.numbers_checked.load(Ordering::Relaxed),
@@ -165,26 +170,33 @@ async fn evolution_answers_many_numbers_per_call_and_profiles() {
     let b = EvolutionBackend::new(s).unwrap();
     assert_eq!(b.max_batch(), 25);
     let numbers = sample();
-    let r = b.check(&numbers).await.unwrap();
+    let mut r = b.check(&numbers[..25]).await.unwrap();
+    r.extend(b.check(&numbers[25..]).await.unwrap());
     assert_eq!(
         gw.state.check_calls.load(Ordering::Relaxed),
-        1,
-        "one call for all"
+        2,
+        "25 numbers per call"
     );
     let mut yes = Vec::new();
+    let mut shortened = 0;
     for (n, r) in numbers.iter().zip(&r) {
         assert_eq!(&r.number, n);
         let want = rule_with_privacy(n.as_str(), 70, 30);
         match &r.presence {
             Presence::Yes { jid, .. } => {
                 assert!(want.registered);
-                assert_eq!(jid, &format!("{}@s.whatsapp.net", n.digits()));
+                assert_eq!(
+                    jid,
+                    &format!("{}@s.whatsapp.net", whatsapp_user(n.digits()))
+                );
+                shortened += usize::from(!jid.starts_with(n.digits()));
                 yes.push(n.clone());
             }
             Presence::No => assert!(!want.registered),
             other => panic!("{other:?}"),
         }
     }
+    assert!(shortened > 0, "the server's JIDs are kept");
     let details = b.details(&yes).await.unwrap();
     let mut hidden = 0;
     for (n, d) in yes.iter().zip(&details) {

@@ -215,6 +215,7 @@ pub fn test_config(db_url: String, prefix: String, local_dir: PathBuf) -> Config
     c.accounts.cooldown_base_ms = 500;
     c.accounts.cooldown_max_ms = 5_000;
     c.accounts.handoff_secs = 2;
+    c.accounts.park_secs = 1;
     c
 }
 
