@@ -24,6 +24,13 @@ pub enum ApiError {
     /// 413: the upload is larger than allowed.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 429: a rate or quota is used up; try again after `retry_after` seconds.
+    #[error("{message}")]
+    TooManyRequests {
+        code: &'static str,
+        message: String,
+        retry_after: u64,
+    },
     /// 500: our fault; details are logged, not shown.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -50,7 +57,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, .. }
             | ApiError::Forbidden { code, .. }
-            | ApiError::Conflict { code, .. } => code,
+            | ApiError::Conflict { code, .. }
+            | ApiError::TooManyRequests { code, .. } => code,
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::NotFound(_) => "not_found",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
@@ -84,6 +92,7 @@ impl ResponseError for ApiError {
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -94,8 +103,14 @@ impl ResponseError for ApiError {
             tracing::error!("internal error: {e:#}");
         }
         let mut resp = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Unauthorized(_)) {
-            resp.insert_header(("WWW-Authenticate", "ApiKey"));
+        match self {
+            ApiError::Unauthorized(_) => {
+                resp.insert_header(("WWW-Authenticate", "Bearer, ApiKey header=\"X-API-Key\""));
+            }
+            ApiError::TooManyRequests { retry_after, .. } => {
+                resp.insert_header(("Retry-After", retry_after.to_string()));
+            }
+            _ => {}
         }
         resp.json(Body {
             code: self.code(),

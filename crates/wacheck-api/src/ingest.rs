@@ -12,9 +12,11 @@ use wacheck_core::dedupe::Dedupe;
 use wacheck_core::input::{self, InputError, InputFormat};
 use wacheck_core::{Normalizer, ResultFormat, TaskId, TaskKind};
 use wacheck_store::tasks::{
-    Batch, BlockEncoder, ChunkEncoder, IngestError, IngestSummary, NewTask, TaskRecord,
+    Batch, BlockEncoder, ChunkEncoder, IngestError, IngestSummary, NewTask, Quota, QuotaExceeded,
+    TaskRecord,
 };
 
+use crate::auth::AuthUser;
 use crate::{ApiError, AppState};
 
 /// The parts of an upload form.
@@ -145,6 +147,10 @@ fn read_error(e: ReadFail) -> ApiError {
         ReadFail::Input(InputError::TooManyRows(n)) => {
             ApiError::bad("too_many_rows", format!("the file has more than {n} rows"))
         }
+        ReadFail::Input(InputError::LineTooLong(n)) => ApiError::bad(
+            "line_too_long",
+            format!("a line of the file is longer than {n} bytes: this is not a list of numbers"),
+        ),
         ReadFail::Input(InputError::InvalidXlsx(m)) => ApiError::bad("invalid_xlsx", m),
         ReadFail::Input(InputError::Unsupported(m)) => ApiError::bad("unsupported_file", m),
         ReadFail::Input(InputError::Io(e)) => ApiError::Internal(e.into()),
@@ -225,10 +231,44 @@ fn read_file(
     Ok(summary)
 }
 
+/// What a refused quota answers: 429 with when to try again.
+pub(crate) fn quota_error(q: QuotaExceeded) -> ApiError {
+    let now = chrono::Utc::now();
+    let midnight = (now.date_naive() + chrono::Days::new(1))
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc();
+    match q {
+        QuotaExceeded::NumbersPerDay { limit, used, asked } => ApiError::TooManyRequests {
+            code: "quota_exceeded",
+            message: format!(
+                "this task's {asked} rows would take today's uploads to {} of at most {limit}                  (the count starts again at 00:00 UTC)",
+                used + asked
+            ),
+            retry_after: (midnight - now).num_seconds().max(1) as u64,
+        },
+        QuotaExceeded::ConcurrentTasks { limit } => ApiError::TooManyRequests {
+            code: "too_many_tasks",
+            message: format!(
+                "{limit} of your tasks are being checked already, the most at once;                  wait for one to finish (or cancel one)"
+            ),
+            retry_after: 30,
+        },
+    }
+}
+
+/// The quotas of `user` (0: unlimited).
+pub(crate) fn quota_of(user: &AuthUser) -> Quota {
+    Quota {
+        numbers_per_day: user.limits.numbers_per_day,
+        max_concurrent_tasks: u64::from(user.limits.max_concurrent_tasks),
+    }
+}
+
 /// Validates the form, stores the task with all its rows, and queues its first chunks.
 pub async fn create_task(
     state: &AppState,
-    user: &str,
+    caller: &AuthUser,
     kind: TaskKind,
     up: Upload,
 ) -> Result<TaskRecord, ApiError> {
@@ -239,8 +279,37 @@ pub async fn create_task(
         .ok_or_else(|| {
             ApiError::bad("missing_parameter", "the `user_id` form field is required")
         })?;
-    if user_id != user {
-        return Err(ApiError::NotFound("no such user for this API key".into()));
+    let user = caller
+        .acting_for(user_id)
+        .map_err(|_| ApiError::NotFound("no such user for this API key".into()))?;
+    if user != caller.id
+        && wacheck_store::users::active(&state.pool, user)
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::NotFound("no such user".into()));
+    }
+    // An admin acting for a user spends that user's quotas.
+    let (quota, max_rows) = if user == caller.id {
+        (quota_of(caller), caller.limits.max_rows)
+    } else {
+        let own = wacheck_store::users::get(&state.pool, user)
+            .await?
+            .map(|u| u.limits)
+            .unwrap_or_default();
+        let l = crate::auth::Limits::of(&own, &state.limits, state.api.max_rows);
+        (
+            Quota {
+                numbers_per_day: l.numbers_per_day,
+                max_concurrent_tasks: u64::from(l.max_concurrent_tasks),
+            },
+            l.max_rows,
+        )
+    };
+    // Refuse at once what cannot fit whatever the file holds.
+    if quota != Quota::default() {
+        let used = wacheck_store::users::quota_use(&state.pool, user).await?;
+        quota.check(used, 1).map_err(quota_error)?;
     }
     let file = up
         .file
@@ -298,7 +367,6 @@ pub async fn create_task(
         use_cache,
     };
     let (tx, rx) = mpsc::channel(8);
-    let max_rows = state.api.max_rows;
     let chunk_size = new.chunk_size;
     let dedupe_run = state.api.dedupe_run;
     let reader = tokio::task::spawn_blocking(move || {
@@ -311,10 +379,11 @@ pub async fn create_task(
             .await
             .map_err(|e| ReadFail::Input(InputError::Io(std::io::Error::other(e))))?
     };
-    let record = match wacheck_store::tasks::insert(&state.pool, &new, rx, summary).await {
+    let record = match wacheck_store::tasks::insert(&state.pool, &new, quota, rx, summary).await {
         Ok(r) => r,
         Err(IngestError::Input(e)) => return Err(read_error(e)),
         Err(IngestError::Store(e)) => return Err(e.into()),
+        Err(IngestError::Quota(q)) => return Err(quota_error(q)),
     };
     drop(file);
     tracing::info!(task = %record.id, user, kind = %kind, rows = record.total, format = format.name(), "task created");

@@ -2,7 +2,8 @@
 //! files kept in a local directory. The only crate that knows HTTP and JSON shapes.
 
 mod accounts;
-mod auth;
+mod admin;
+pub mod auth;
 mod error;
 mod ingest;
 pub mod qr;
@@ -16,6 +17,7 @@ use sqlx::PgPool;
 use wacheck_blob::BlobStore;
 use wacheck_worker::Queue;
 
+pub use auth::{AuthSettings, JwtVerifier, LimitSettings, RateLimiter};
 pub use error::ApiError;
 pub use routes::configure;
 
@@ -62,6 +64,10 @@ pub struct AppState {
     pub window: u32,
     /// The account pool (health, the simulation flag, and the accounts routes).
     pub accounts: Arc<wacheck_worker::Pool>,
+    /// Token checks, request rates, and the default limits of users.
+    pub jwt: Arc<auth::JwtVerifier>,
+    pub rate: Arc<auth::RateLimiter>,
+    pub limits: auth::LimitSettings,
     /// Turns of `max_concurrent_ingests`.
     pub ingest_slots: Arc<tokio::sync::Semaphore>,
 }

@@ -35,7 +35,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(export_task),
         )
         .route("/files/{key:.*}", web::get().to(download))
-        .configure(crate::accounts::configure);
+        .configure(crate::accounts::configure)
+        .configure(crate::admin::configure);
 }
 
 /// The task as ekycpro shows it, plus `kind` and a loud `simulated` flag.
@@ -208,7 +209,7 @@ async fn create_task(
     }
     let form = Multipart::new(req.headers(), payload);
     let upload = ingest::read_form(form, state.api.max_upload_bytes).await?;
-    let record = ingest::create_task(&state, &user.id, kind, upload).await?;
+    let record = ingest::create_task(&state, &user, kind, upload).await?;
     Ok(HttpResponse::Ok().json(view(&state, record).await?))
 }
 
@@ -237,10 +238,10 @@ async fn own_task(
                 "the `user_id` query parameter is required",
             )
         })?;
-    user.require(user_id)?;
+    let owner = user.acting_for(user_id)?;
     let id: TaskId = task_id.parse().map_err(|_| ApiError::task_not_found())?;
     let task = wacheck_store::tasks::get(&state.pool, id).await?;
-    task.filter(|t| t.user_id == user.id && t.kind == kind)
+    task.filter(|t| t.user_id == owner && t.kind == kind)
         .ok_or_else(ApiError::task_not_found)
 }
 

@@ -35,6 +35,14 @@ pub fn valid_account_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// A valid user id: like an account name, and `@` too (so that e-mail addresses fit).
+pub fn valid_user_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +60,7 @@ mod tests {
         assert!(!valid_account_id(""));
         assert!(!valid_account_id("a/b"));
         assert!(!valid_account_id(&"x".repeat(65)));
+        assert!(valid_user_id("ops@example.com"));
+        assert!(!valid_user_id("a b") && !valid_user_id("../x") && !valid_user_id(""));
     }
 }

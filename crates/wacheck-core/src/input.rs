@@ -16,6 +16,24 @@ const HEADER_NAMES: &[&str] = &["number", "phone", "mobile", "msisdn", "whatsapp
 const SNIFF_RECORDS: usize = 50;
 /// Longest raw cell kept; longer cells are cut (they are never valid numbers anyway).
 pub const MAX_RAW_CHARS: usize = 256;
+/// Longest line of a text or csv file, in bytes: a file of numbers has short lines, and a
+/// reader must not hold a 100 MB "line" in memory.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// What an uploaded workbook may expand to. Workbooks are zip files: their parts are checked
+/// in the zip's directory, before anything is inflated, so that a small file that would
+/// inflate to gigabytes (a zip bomb) is refused instead of filling memory.
+pub mod xlsx_limits {
+    /// Parts in the zip.
+    pub const MAX_ENTRIES: usize = 10_000;
+    /// All parts together, inflated (a 5M-row sheet takes about 500 MiB).
+    pub const MAX_TOTAL_BYTES: u64 = 2 << 30;
+    /// The shared strings part, which is read into memory whole.
+    pub const MAX_SHARED_STRINGS_BYTES: u64 = 256 << 20;
+    /// Inflated / compressed size of a part larger than 1 MiB (sheet XML compresses 5-30
+    /// times; bombs a thousand times).
+    pub const MAX_RATIO: u64 = 200;
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputFormat {
@@ -42,6 +60,8 @@ pub enum InputError {
     InvalidXlsx(String),
     #[error("the file has more than {0} rows")]
     TooManyRows(u64),
+    #[error("a line of the file is longer than {0} bytes")]
+    LineTooLong(usize),
     #[error("reading the upload failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -161,12 +181,109 @@ where
     F: FnMut(String) -> Result<(), InputError>,
 {
     let mut picker = ColumnPicker::new(format == InputFormat::Txt, max_rows, emit);
+    let long = |e: InputError| match e {
+        InputError::Io(io) if io.get_ref().is_some_and(|i| i.is::<LineTooLong>()) => {
+            InputError::LineTooLong(MAX_LINE_BYTES)
+        }
+        other => other,
+    };
     match format {
-        InputFormat::Txt => read_txt(reader, &mut picker)?,
-        InputFormat::Csv { delimiter } => read_csv(reader, delimiter, &mut picker)?,
+        InputFormat::Txt => read_txt(LineLimit::new(reader), &mut picker).map_err(long)?,
+        InputFormat::Csv { delimiter } => {
+            read_csv(LineLimit::new(reader), delimiter, &mut picker).map_err(long)?
+        }
         InputFormat::Xlsx => read_xlsx(reader, &mut picker)?,
     }
     picker.finish()
+}
+
+/// The error a [`LineLimit`] reader fails with.
+#[derive(Debug)]
+struct LineTooLong;
+
+impl std::fmt::Display for LineTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a line is longer than {MAX_LINE_BYTES} bytes")
+    }
+}
+
+impl std::error::Error for LineTooLong {}
+
+/// Fails a read once a line grows past [`MAX_LINE_BYTES`].
+struct LineLimit<R> {
+    inner: R,
+    run: usize,
+}
+
+impl<R> LineLimit<R> {
+    fn new(inner: R) -> Self {
+        LineLimit { inner, run: 0 }
+    }
+}
+
+impl<R: Read> Read for LineLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                self.run = 0;
+            } else {
+                self.run += 1;
+                if self.run > MAX_LINE_BYTES {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        LineTooLong,
+                    ));
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Checks a workbook's zip directory against [`xlsx_limits`] without inflating anything.
+pub fn check_zip<R: Read + Seek>(reader: R) -> Result<(), InputError> {
+    use xlsx_limits::*;
+    let bad = |m: String| InputError::InvalidXlsx(m);
+    let mut zip = zip::ZipArchive::new(reader)
+        .map_err(|e| bad(format!("not a readable zip container: {e}")))?;
+    if zip.len() > MAX_ENTRIES {
+        return Err(bad(format!(
+            "the workbook has {} parts, more than {MAX_ENTRIES}",
+            zip.len()
+        )));
+    }
+    let mut total: u64 = 0;
+    for i in 0..zip.len() {
+        let part = zip
+            .by_index_raw(i)
+            .map_err(|e| bad(format!("a part of the zip cannot be read: {e}")))?;
+        if part.encrypted() {
+            return Err(bad("the workbook is encrypted".into()));
+        }
+        let (size, packed) = (part.size(), part.compressed_size());
+        if size > (1 << 20) && size / packed.max(1) > MAX_RATIO {
+            return Err(bad(format!(
+                "a part of the workbook would inflate {}-fold (to {size} bytes): refused as a \
+                 zip bomb",
+                size / packed.max(1)
+            )));
+        }
+        let shared = part.name().is_ok_and(|n| n.ends_with("sharedStrings.xml"));
+        if shared && size > MAX_SHARED_STRINGS_BYTES {
+            return Err(bad(format!(
+                "the workbook's shared strings take {size} bytes, more than \
+                 {MAX_SHARED_STRINGS_BYTES}"
+            )));
+        }
+        total = total.saturating_add(size);
+        if total > MAX_TOTAL_BYTES {
+            return Err(bad(format!(
+                "the workbook would inflate to more than {MAX_TOTAL_BYTES} bytes"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn read_txt<R: Read, F>(reader: R, picker: &mut ColumnPicker<F>) -> Result<(), InputError>
@@ -247,6 +364,9 @@ where
     F: FnMut(String) -> Result<(), InputError>,
 {
     let bad = |e: calamine::XlsxError| InputError::InvalidXlsx(e.to_string());
+    let mut reader = reader;
+    check_zip(&mut reader)?;
+    reader.rewind()?;
     let mut book: Xlsx<R> = Xlsx::new(reader).map_err(bad)?;
     let sheet = book
         .sheet_names()
@@ -522,5 +642,65 @@ mod tests {
         let long = "9".repeat(10_000);
         let (_, r) = rows(long.as_bytes(), None);
         assert_eq!(r[0].len(), MAX_RAW_CHARS);
+    }
+
+    fn read_err(data: &[u8], format: InputFormat) -> InputError {
+        read_rows(Cursor::new(data.to_vec()), format, u64::MAX, |_| Ok(())).unwrap_err()
+    }
+
+    /// A zip with one part of `size` zero bytes, deflated.
+    fn zip_of(name: &str, size: usize) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        let mut w = zip::ZipWriter::new(&mut out);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        w.start_file(name, opts).unwrap();
+        let block = vec![0u8; 1 << 20];
+        for _ in 0..size / block.len() {
+            std::io::Write::write_all(&mut w, &block).unwrap();
+        }
+        w.finish().unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn zip_bombs_are_refused_before_anything_is_inflated() {
+        // 64 MiB of zeros deflate to some 64 KiB: a thousandfold part.
+        let bomb = zip_of("xl/worksheets/sheet1.xml", 64 << 20);
+        assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+        let err = read_err(&bomb, InputFormat::Xlsx);
+        assert!(
+            matches!(&err, InputError::InvalidXlsx(m) if m.contains("zip bomb")),
+            "{err}"
+        );
+        // A small part is fine whatever its ratio (real workbooks have tiny, repetitive parts).
+        assert!(check_zip(Cursor::new(zip_of("xl/styles.xml", 1 << 20))).is_ok());
+    }
+
+    #[test]
+    fn lines_longer_than_the_limit_are_refused() {
+        let mut long = b"+41798284651\n".to_vec();
+        long.extend(std::iter::repeat_n(b'7', MAX_LINE_BYTES + 1));
+        long.push(b'\n');
+        assert!(matches!(
+            read_err(&long, InputFormat::Txt),
+            InputError::LineTooLong(MAX_LINE_BYTES)
+        ));
+        assert!(matches!(
+            read_err(&long, InputFormat::Csv { delimiter: b',' }),
+            InputError::LineTooLong(_)
+        ));
+        // Exactly at the limit is fine.
+        let mut ok = vec![b'1'; MAX_LINE_BYTES];
+        ok.push(b'\n');
+        let (_, r) = rows(&ok, Some("a.txt"));
+        assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_read_with_replacements() {
+        let (_, r) = rows(b"\xc3\x28+41 79 828 46 51\n\xe2\x82\n", Some("a.txt"));
+        assert_eq!(r.len(), 2);
+        assert!(r[0].ends_with("+41 79 828 46 51"));
     }
 }

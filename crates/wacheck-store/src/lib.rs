@@ -11,6 +11,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod literal;
 pub mod tasks;
+pub mod users;
 
 pub use sqlx::PgPool;
 

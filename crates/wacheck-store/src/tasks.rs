@@ -280,6 +280,43 @@ pub enum IngestError<E> {
     /// The reader refused the file; nothing was written.
     #[error("{0}")]
     Input(E),
+    /// The task would break one of its user's quotas; nothing was written.
+    #[error("quota exceeded")]
+    Quota(QuotaExceeded),
+}
+
+/// A user's quotas, checked as the task commits (0: unlimited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quota {
+    pub numbers_per_day: u64,
+    pub max_concurrent_tasks: u64,
+}
+
+/// Which quota a task would break, and what was used of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaExceeded {
+    NumbersPerDay { limit: u64, used: u64, asked: u64 },
+    ConcurrentTasks { limit: u64 },
+}
+
+impl Quota {
+    /// Whether a task of `rows` input rows fits, given what is used (the task itself not
+    /// counted).
+    pub fn check(&self, used: crate::users::QuotaUse, rows: u64) -> Result<(), QuotaExceeded> {
+        if self.max_concurrent_tasks > 0 && used.running_tasks >= self.max_concurrent_tasks {
+            return Err(QuotaExceeded::ConcurrentTasks {
+                limit: self.max_concurrent_tasks,
+            });
+        }
+        if self.numbers_per_day > 0 && used.numbers_today + rows > self.numbers_per_day {
+            return Err(QuotaExceeded::NumbersPerDay {
+                limit: self.numbers_per_day,
+                used: used.numbers_today,
+                asked: rows,
+            });
+        }
+        Ok(())
+    }
 }
 
 impl<E> From<sqlx::Error> for IngestError<E> {
@@ -297,6 +334,7 @@ impl<E> From<sqlx::Error> for IngestError<E> {
 pub async fn insert<E>(
     pool: &PgPool,
     new: &NewTask,
+    quota: Quota,
     mut batches: mpsc::Receiver<Batch>,
     summary: impl Future<Output = Result<IngestSummary, E>>,
 ) -> Result<TaskRecord, IngestError<E>> {
@@ -350,6 +388,20 @@ pub async fn insert<E>(
             .await?;
     }
     let summary = summary.await.map_err(IngestError::Input)?;
+    if quota != Quota::default() {
+        // One user's tasks commit one at a time past this point, so that two uploads at once
+        // cannot both fit where only one does.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('quota:' || $1, 0))")
+            .bind(&new.user_id)
+            .execute(&mut *tx)
+            .await?;
+        let mut used = crate::users::quota_use(&mut *tx, &new.user_id).await?;
+        // This task is in the count already, still pending with no rows.
+        used.running_tasks = used.running_tasks.saturating_sub(1);
+        quota
+            .check(used, summary.total)
+            .map_err(IngestError::Quota)?;
+    }
 
     let chunks = summary.chunks;
     let row = sqlx::query(concat!(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix_web::{App as HttpApp, HttpServer, web};
 use anyhow::Context;
 use secrecy::SecretString;
-use wacheck_api::AppState;
+use wacheck_api::{AppState, JwtVerifier, RateLimiter};
 use wacheck_blob::{BlobStore, LocalStore, S3Store};
 use wacheck_worker::pool::{builtin_account, spawn_refresher};
 use wacheck_worker::{Pipeline, Pool, Queue, WorkerHandle, spawn_worker};
@@ -149,13 +149,20 @@ impl App {
                 ingest_slots: Arc::new(tokio::sync::Semaphore::new(
                     config.api.max_concurrent_ingests.max(1),
                 )),
+                jwt: Arc::new(
+                    JwtVerifier::new(&config.auth).context("setting up token checks ([auth])")?,
+                ),
+                rate: Arc::new(RateLimiter::new(queue.connection(), &config.redis_prefix)),
+                limits: config.limits.clone(),
             };
             let data = web::Data::new(state);
             let http = HttpServer::new(move || {
                 HttpApp::new()
                     .app_data(data.clone())
+                    .wrap(actix_web::middleware::from_fn(wacheck_api::auth::guard))
+                    // The path only: query strings may carry download-link signatures.
                     .wrap(
-                        actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms")
+                        actix_web::middleware::Logger::new("%a \"%m %U\" %s %b %Dms")
                             .log_target("wacheck::http"),
                     )
                     .configure(wacheck_api::configure)

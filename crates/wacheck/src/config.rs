@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
-use wacheck_api::ApiSettings;
+use wacheck_api::{ApiSettings, AuthSettings, LimitSettings};
 use wacheck_backends::simulated::SimConfig;
 use wacheck_blob::S3Config;
 use wacheck_worker::{CacheSettings, PipelineSettings, PoolSettings, RateConfig};
@@ -44,6 +44,12 @@ pub struct Config {
     pub pipeline: PipelineSettings,
     #[serde(default)]
     pub api: ApiSettings,
+    /// How tokens are checked.
+    #[serde(default)]
+    pub auth: AuthSettings,
+    /// Default limits of every user.
+    #[serde(default)]
+    pub limits: LimitSettings,
 }
 
 #[derive(Serialize)]
@@ -73,6 +79,8 @@ impl std::fmt::Debug for Config {
             .field("cache", &self.cache)
             .field("pipeline", &self.pipeline)
             .field("api", &self.api)
+            .field("auth", &self.auth)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -153,6 +161,8 @@ impl Config {
         t += &section("cache", toml::to_string(&self.cache));
         t += &section("pipeline", toml::to_string(&self.pipeline));
         t += &section("api", toml::to_string(&self.api));
+        t += &section("auth", toml::to_string(&self.auth));
+        t += &section("limits", toml::to_string(&self.limits));
         t
     }
 

@@ -2,4 +2,5 @@
 
 pub mod app;
 pub mod cli_accounts;
+pub mod cli_users;
 pub mod config;

@@ -26,10 +26,20 @@ enum Command {
     },
     /// Apply database migrations.
     Migrate,
-    /// Manage API keys.
+    /// Manage users: create, list, disable, enable, limits.
+    Users {
+        #[command(subcommand)]
+        command: wacheck::cli_users::UsersCommand,
+    },
+    /// Manage API keys: create, list, revoke.
     Keys {
         #[command(subcommand)]
-        command: KeysCommand,
+        command: wacheck::cli_users::KeysCommand,
+    },
+    /// Issue a JWT for a user (HS256, signed with auth.jwt_secret).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// Manage the WhatsApp accounts that check numbers.
     Accounts {
@@ -41,16 +51,9 @@ enum Command {
 }
 
 #[derive(Subcommand)]
-enum KeysCommand {
-    /// Create a key for a user (the user is created if needed); prints only the key.
-    Create {
-        #[arg(long)]
-        user: String,
-        /// What the key may do: check, tasks, admin (repeat or comma-separate; default
-        /// check,tasks).
-        #[arg(long = "scope", value_delimiter = ',')]
-        scopes: Vec<String>,
-    },
+enum TokenCommand {
+    /// Print a new token.
+    Create(wacheck::cli_users::TokenArgs),
 }
 
 fn init_tracing() {
@@ -95,24 +98,19 @@ async fn main() -> anyhow::Result<()> {
             open_db(&config).await?;
             eprintln!("migrations applied");
         }
-        Command::Keys {
-            command: KeysCommand::Create { user, scopes },
-        } => {
-            anyhow::ensure!(!user.trim().is_empty(), "--user must not be empty");
-            for s in &scopes {
-                anyhow::ensure!(
-                    wacheck_store::keys::SCOPES.contains(&s.as_str()),
-                    "unknown scope `{s}`: use check, tasks or admin"
-                );
-            }
-            let scopes: Vec<&str> = if scopes.is_empty() {
-                wacheck_store::keys::DEFAULT_SCOPES.to_vec()
-            } else {
-                scopes.iter().map(String::as_str).collect()
-            };
+        Command::Users { command } => {
             let pool = open_db(&config).await?;
-            let key = wacheck_store::keys::create_with_scopes(&pool, user.trim(), &scopes).await?;
-            println!("{key}");
+            wacheck::cli_users::users(&pool, command).await?;
+        }
+        Command::Keys { command } => {
+            let pool = open_db(&config).await?;
+            wacheck::cli_users::keys(&pool, command).await?;
+        }
+        Command::Token {
+            command: TokenCommand::Create(args),
+        } => {
+            let pool = open_db(&config).await?;
+            wacheck::cli_users::token(&pool, &config, args).await?;
         }
         Command::Accounts { command } => {
             let pool = open_db(&config).await?;

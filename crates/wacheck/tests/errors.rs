@@ -4,6 +4,7 @@ mod common;
 
 use common::{OTHER, Store, TestEnv, USER};
 use serde_json::Value;
+use std::time::Duration;
 
 async fn assert_refused(env: &TestEnv, got: (u16, Value), status: u16, code: &str) {
     assert_eq!(got.0, status, "{}", got.1);
@@ -31,18 +32,41 @@ type Case<'a> = (
     &'a str,
 );
 
+/// A workbook-looking zip whose one sheet inflates to `size` zero bytes.
+fn zip_bomb(size: usize) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut w = zip::ZipWriter::new(&mut out);
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    w.start_file("xl/worksheets/sheet1.xml", opts).unwrap();
+    let block = vec![0u8; 1 << 20];
+    for _ in 0..size / block.len() {
+        std::io::Write::write_all(&mut w, &block).unwrap();
+    }
+    w.finish().unwrap();
+    out.into_inner()
+}
+
 fn file(bytes: &[u8]) -> Option<(&'static str, Vec<u8>)> {
     Some(("n.txt", bytes.to_vec()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_refusals() {
-    let env = TestEnv::start_with(Store::Local, |c| c.api.max_upload_bytes = 64 * 1024).await;
+    let env = TestEnv::start_with(Store::Local, |c| c.api.max_upload_bytes = 100 * 1024).await;
     let ok = file(b"+41798284651\n");
     let me: &[(&str, &str)] = &[("user_id", USER)];
     let key = env.key.as_str();
     let big = "+41798284651\n".repeat(10_000).into_bytes();
     let xlsx = |b: &[u8]| Some(("n.xlsx", b.to_vec()));
+    let bomb = zip_bomb(32 << 20);
+    assert!(
+        bomb.len() < 64 * 1024,
+        "the bomb is small: {} bytes",
+        bomb.len()
+    );
+    let mut long_line = b"+41798284651\n".to_vec();
+    long_line.extend(std::iter::repeat_n(b'1', 70 * 1024));
     #[rustfmt::skip]
     let cases: Vec<Case> = vec![
         ("", "simple", ok.clone(), me, 401, "unauthorized"),
@@ -55,6 +79,9 @@ async fn upload_refusals() {
         (key, "simple", file(b"\x00\x01\x02\x03binary\xff\xfe"), me, 400, "unsupported_file"),
         (key, "simple", xlsx(b"+41798284651\n"), me, 400, "invalid_xlsx"),
         (key, "simple", xlsx(b"PK\x03\x04broken zip"), me, 400, "invalid_xlsx"),
+        (key, "simple", Some(("bomb.xlsx", bomb)), me, 400, "invalid_xlsx"),
+        (key, "simple", Some(("n.txt", long_line.clone())), me, 400, "line_too_long"),
+        (key, "simple", Some(("n.csv", long_line)), me, 400, "line_too_long"),
         (key, "simple", ok.clone(), &[("user_id", USER), ("default_region", "XX1")], 400, "invalid_default_region"),
         (key, "simple", ok.clone(), &[("user_id", USER), ("result_format", "pdf")], 400, "invalid_result_format"),
         (key, "simple", Some(("n.txt", big)), me, 413, "payload_too_large"),
@@ -243,5 +270,80 @@ async fn key_last_use_is_written_at_most_once_a_minute() {
     assert_eq!(env.status("simple", &missing).await.0, 404);
     let later = last_used().await.unwrap();
     assert!(later > first, "a use after a minute is recorded");
+    env.stop().await;
+}
+
+/// Hostile but harmless uploads are read for what they are: a file name with path tricks is
+/// only a hint (nothing is written where it points), text that is not UTF-8 is read with
+/// replacement characters, and a second file part is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_and_bytes_are_harmless() {
+    let env = TestEnv::start(Store::Local).await;
+    let escape = env.local_dir.path().join("escaped.csv");
+    let trick = format!("../../../../..{}", escape.display());
+    let (code, body) = env
+        .upload_as(
+            &env.key,
+            "simple",
+            Some((&trick, b"+41798284651\n".to_vec())),
+            &[("user_id", USER)],
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let done = env
+        .wait_exported(
+            "simple",
+            body["task_id"].as_str().unwrap(),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(!escape.exists(), "nothing is written where the name points");
+    assert!(
+        done["result_url"]
+            .as_str()
+            .unwrap()
+            .contains(body["task_id"].as_str().unwrap()),
+        "the result is named after the task"
+    );
+    let (code, body) = env
+        .upload_as(
+            &env.key,
+            "simple",
+            Some((
+                "n.txt",
+                b"\xc3\x28+41 79 828 46 51\n\xe2\x82\n+41798284652\n".to_vec(),
+            )),
+            &[("user_id", USER)],
+        )
+        .await;
+    assert_eq!((code, body["total"].as_i64()), (200, Some(3)), "{body}");
+    // Two file parts.
+    let form = reqwest::multipart::Form::new()
+        .text("user_id", USER)
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"+41798284651".to_vec()).file_name("a.txt"),
+        )
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"+41798284652".to_vec()).file_name("b.txt"),
+        );
+    let resp = env
+        .http
+        .post(format!("{}/wa/api/simple/tasks", env.base))
+        .header("X-API-Key", &env.key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let tasks_before = env.count("tasks").await;
+    let r: (u16, Value) = (resp.status().as_u16(), resp.json().await.unwrap());
+    assert_eq!(
+        (r.0, r.1["code"].as_str()),
+        (400, Some("duplicate_file")),
+        "{}",
+        r.1
+    );
+    assert_eq!(env.count("tasks").await, tasks_before);
     env.stop().await;
 }

@@ -45,6 +45,11 @@ pub struct ServiceProc {
 impl ServiceProc {
     /// Starts `wacheck serve --role <role>` with `config` (its `bind` should be port 0 or free).
     pub fn spawn(config: &Config, role: &str) -> ServiceProc {
+        Self::spawn_with_log_level(config, role, "info,sqlx=warn")
+    }
+
+    /// Like `spawn`, logging at `level` (a `RUST_LOG` filter).
+    pub fn spawn_with_log_level(config: &Config, role: &str, level: &str) -> ServiceProc {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("wacheck.toml");
         std::fs::write(&file, config.to_toml()).unwrap();
@@ -52,7 +57,7 @@ impl ServiceProc {
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_wacheck"))
             .args(["--config", file.to_str().unwrap(), "serve", "--role", role])
-            .env("RUST_LOG", "info,sqlx=warn")
+            .env("RUST_LOG", level)
             .env_remove("DATABASE_URL")
             .env_remove("REDIS_URL")
             .stdout(Stdio::null())

@@ -1,0 +1,397 @@
+//! Users and keys over HTTP: the caller's own view (`/v1/me`), and the admin routes
+//! (`admin` scope) that create users, change their limits, disable them, and issue and revoke
+//! their keys.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use wacheck_store::keys::{self, KeyRecord};
+use wacheck_store::users::{self, QuotaUse, UserLimits, UserRecord};
+
+use crate::auth::{AuthUser, Limits};
+use crate::{ApiError, AppState};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/me", web::get().to(me))
+        .route("/v1/admin/users", web::get().to(list_users))
+        .route("/v1/admin/users", web::post().to(create_user))
+        .route("/v1/admin/users/{user_id}", web::get().to(show_user))
+        .route("/v1/admin/users/{user_id}", web::patch().to(update_user))
+        .route("/v1/admin/users/{user_id}/keys", web::get().to(list_keys))
+        .route("/v1/admin/users/{user_id}/keys", web::post().to(create_key))
+        .route("/v1/admin/keys/{key_id}", web::delete().to(revoke_key));
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The caller: who, what it may do, its limits and what its quotas have used.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MeView {
+    pub user_id: String,
+    pub scopes: Vec<String>,
+    /// The key used, when it was a key (not a token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    pub limits: LimitsView,
+    pub used: UsedView,
+}
+
+/// Limits in force (0: unlimited).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LimitsView {
+    pub requests_per_minute: u32,
+    pub request_burst: u32,
+    pub numbers_per_day: u64,
+    pub max_concurrent_tasks: u32,
+    pub max_rows: u64,
+}
+
+impl From<Limits> for LimitsView {
+    fn from(l: Limits) -> Self {
+        LimitsView {
+            requests_per_minute: l.requests_per_minute,
+            request_burst: l.request_burst,
+            numbers_per_day: l.numbers_per_day,
+            max_concurrent_tasks: l.max_concurrent_tasks,
+            max_rows: l.max_rows,
+        }
+    }
+}
+
+/// What the quotas have used: input rows uploaded today (UTC), tasks being checked.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UsedView {
+    pub numbers_today: u64,
+    pub running_tasks: u64,
+}
+
+impl From<QuotaUse> for UsedView {
+    fn from(u: QuotaUse) -> Self {
+        UsedView {
+            numbers_today: u.numbers_today,
+            running_tasks: u.running_tasks,
+        }
+    }
+}
+
+async fn me(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
+    let used = users::quota_use(&state.pool, &user.id).await?;
+    Ok(HttpResponse::Ok().json(MeView {
+        user_id: user.id.clone(),
+        scopes: user.scopes.clone(),
+        key_id: user.key_id.clone(),
+        limits: user.limits.into(),
+        used: used.into(),
+    }))
+}
+
+/// A user as admins see it: own limits (`null`: the service default) and those in force.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UserView {
+    pub id: String,
+    pub created_at: String,
+    pub disabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled_at: Option<String>,
+    /// The user's own limits; `null` fields take the service's defaults.
+    pub own_limits: UserLimits,
+    pub limits: LimitsView,
+    pub used: UsedView,
+}
+
+fn user_view(state: &AppState, u: UserRecord, used: QuotaUse) -> UserView {
+    UserView {
+        limits: Limits::of(&u.limits, &state.limits, state.api.max_rows).into(),
+        disabled: u.disabled_at.is_some(),
+        disabled_at: u.disabled_at.map(rfc3339),
+        created_at: rfc3339(u.created_at),
+        own_limits: u.limits,
+        id: u.id,
+        used: used.into(),
+    }
+}
+
+/// A key as listed: never its secret part.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KeyView {
+    pub id: String,
+    pub user_id: String,
+    /// The key's first characters.
+    pub prefix: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub scopes: Vec<String>,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<String>,
+    pub revoked: bool,
+}
+
+fn key_view(k: KeyRecord) -> KeyView {
+    KeyView {
+        id: k.id,
+        user_id: k.user_id,
+        prefix: k.prefix,
+        name: k.name,
+        scopes: k.scopes,
+        created_at: rfc3339(k.created_at),
+        last_used_at: k.last_used_at.map(rfc3339),
+        revoked: k.revoked_at.is_some(),
+    }
+}
+
+fn admin(user: &AuthUser) -> Result<(), ApiError> {
+    if user.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden {
+            code: "missing_scope",
+            message: "this route needs a key with the `admin` scope".into(),
+        })
+    }
+}
+
+fn no_user() -> ApiError {
+    ApiError::NotFound("no such user".into())
+}
+
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad("invalid_body", format!("the body is not valid: {e}")))
+}
+
+async fn list_users(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
+    admin(&user)?;
+    let mut out = Vec::new();
+    for u in users::list(&state.pool).await? {
+        let used = users::quota_use(&state.pool, &u.id).await?;
+        out.push(user_view(&state, u, used));
+    }
+    Ok(HttpResponse::Ok().json(out))
+}
+
+/// A user's limits as given: absent keeps what is there; `null` resets to the default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsIn {
+    #[serde(default, with = "nullable")]
+    requests_per_minute: Option<Option<u32>>,
+    #[serde(default, with = "nullable")]
+    request_burst: Option<Option<u32>>,
+    #[serde(default, with = "nullable")]
+    numbers_per_day: Option<Option<u64>>,
+    #[serde(default, with = "nullable")]
+    max_concurrent_tasks: Option<Option<u32>>,
+    #[serde(default, with = "nullable")]
+    max_rows: Option<Option<u64>>,
+}
+
+/// `Some(None)` for an explicit `null`, `None` for an absent field.
+mod nullable {
+    use serde::{Deserialize, Deserializer};
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<T>>, D::Error> {
+        Ok(Some(Option::deserialize(d)?))
+    }
+}
+
+impl LimitsIn {
+    fn over(&self, mut l: UserLimits) -> Result<UserLimits, ApiError> {
+        if let Some(v) = self.requests_per_minute {
+            l.requests_per_minute = v;
+        }
+        if let Some(v) = self.request_burst {
+            l.request_burst = v;
+        }
+        if let Some(v) = self.numbers_per_day {
+            l.numbers_per_day = v;
+        }
+        if let Some(v) = self.max_concurrent_tasks {
+            l.max_concurrent_tasks = v;
+        }
+        if let Some(v) = self.max_rows {
+            l.max_rows = v;
+        }
+        if l.request_burst == Some(0) || l.max_rows == Some(0) {
+            return Err(ApiError::bad(
+                "invalid_parameter",
+                "request_burst and max_rows must be at least 1",
+            ));
+        }
+        Ok(l)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUserIn {
+    id: String,
+    #[serde(default)]
+    limits: Option<serde_json::Value>,
+}
+
+async fn create_user(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    bytes: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    admin(&user)?;
+    let input: NewUserIn = body(&bytes)?;
+    if !wacheck_core::account::valid_user_id(&input.id) {
+        return Err(ApiError::bad(
+            "invalid_parameter",
+            "a user id is 1-64 letters, digits, `-`, `_`, `.` and `@`",
+        ));
+    }
+    let limits = match input.limits {
+        Some(v) => body::<LimitsIn>(v.to_string().as_bytes())?.over(UserLimits::default())?,
+        None => UserLimits::default(),
+    };
+    if !users::create(&state.pool, &input.id).await? {
+        return Err(ApiError::Conflict {
+            code: "user_exists",
+            message: format!("a user `{}` exists already", input.id),
+        });
+    }
+    users::set_limits(&state.pool, &input.id, limits).await?;
+    let u = users::get(&state.pool, &input.id)
+        .await?
+        .ok_or_else(no_user)?;
+    Ok(HttpResponse::Created().json(user_view(&state, u, QuotaUse::default())))
+}
+
+async fn show_user(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    admin(&user)?;
+    let u = users::get(&state.pool, &id).await?.ok_or_else(no_user)?;
+    let used = users::quota_use(&state.pool, &u.id).await?;
+    Ok(HttpResponse::Ok().json(user_view(&state, u, used)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateUserIn {
+    #[serde(default)]
+    disabled: Option<bool>,
+    #[serde(default)]
+    limits: Option<serde_json::Value>,
+}
+
+async fn update_user(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<String>,
+    bytes: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    admin(&user)?;
+    let input: UpdateUserIn = body(&bytes)?;
+    let u = users::get(&state.pool, &id).await?.ok_or_else(no_user)?;
+    if let Some(v) = input.limits {
+        let limits = body::<LimitsIn>(v.to_string().as_bytes())?.over(u.limits)?;
+        users::set_limits(&state.pool, &u.id, limits).await?;
+    }
+    if let Some(d) = input.disabled {
+        users::set_disabled(&state.pool, &u.id, d).await?;
+    }
+    show_user(state, user, id).await
+}
+
+async fn list_keys(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    admin(&user)?;
+    users::get(&state.pool, &id).await?.ok_or_else(no_user)?;
+    let keys: Vec<KeyView> = keys::list(&state.pool, Some(&id))
+        .await?
+        .into_iter()
+        .map(key_view)
+        .collect();
+    Ok(HttpResponse::Ok().json(keys))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKeyIn {
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// A new key: shown here once, never again.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NewKeyView {
+    /// The key itself. Store it now: wacheck keeps only its hash.
+    pub key: String,
+    #[serde(flatten)]
+    pub record: KeyView,
+}
+
+async fn create_key(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<String>,
+    bytes: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    admin(&user)?;
+    let input: NewKeyIn = if bytes.is_empty() {
+        NewKeyIn::default()
+    } else {
+        body(&bytes)?
+    };
+    let owner = users::get(&state.pool, &id).await?.ok_or_else(no_user)?;
+    let scopes: Vec<&str> = match &input.scopes {
+        None => keys::DEFAULT_SCOPES.to_vec(),
+        Some(s) => {
+            if s.is_empty() {
+                return Err(ApiError::bad("invalid_parameter", "a key needs a scope"));
+            }
+            let mut out = Vec::new();
+            for scope in s {
+                let known = keys::SCOPES
+                    .iter()
+                    .find(|k| **k == scope.as_str())
+                    .ok_or_else(|| {
+                        ApiError::bad(
+                            "invalid_parameter",
+                            format!("unknown scope `{scope}`: use check, tasks or admin"),
+                        )
+                    })?;
+                out.push(*known);
+            }
+            out
+        }
+    };
+    if input.name.as_ref().is_some_and(|n| n.chars().count() > 100) {
+        return Err(ApiError::bad(
+            "invalid_parameter",
+            "a key's name is at most 100 characters",
+        ));
+    }
+    let (record, key) = keys::issue(&state.pool, &owner.id, &scopes, input.name.as_deref()).await?;
+    Ok(HttpResponse::Created().json(NewKeyView {
+        key,
+        record: key_view(record),
+    }))
+}
+
+async fn revoke_key(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    key_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    admin(&user)?;
+    if keys::revoke(&state.pool, &key_id).await? {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound("no such live key".into()))
+    }
+}

@@ -1,0 +1,160 @@
+//! Users: who owns tasks, keys and accounts; whether they may still call; their own limits;
+//! and what their quotas have used.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use crate::Result;
+
+/// Limits of one user; `None` takes the service's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UserLimits {
+    pub requests_per_minute: Option<u32>,
+    pub request_burst: Option<u32>,
+    pub numbers_per_day: Option<u64>,
+    pub max_concurrent_tasks: Option<u32>,
+    pub max_rows: Option<u64>,
+}
+
+impl UserLimits {
+    pub(crate) fn from_columns(
+        rpm: Option<i32>,
+        burst: Option<i32>,
+        per_day: Option<i64>,
+        concurrent: Option<i32>,
+        rows: Option<i64>,
+    ) -> Self {
+        UserLimits {
+            requests_per_minute: rpm.and_then(|v| u32::try_from(v).ok()),
+            request_burst: burst.and_then(|v| u32::try_from(v).ok()),
+            numbers_per_day: per_day.and_then(|v| u64::try_from(v).ok()),
+            max_concurrent_tasks: concurrent.and_then(|v| u32::try_from(v).ok()),
+            max_rows: rows.and_then(|v| u64::try_from(v).ok()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UserRecord {
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+    pub disabled_at: Option<DateTime<Utc>>,
+    pub limits: UserLimits,
+}
+
+type UserRow = (
+    String,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<i32>,
+    Option<i32>,
+    Option<i64>,
+    Option<i32>,
+    Option<i64>,
+);
+
+fn user_of(r: UserRow) -> UserRecord {
+    UserRecord {
+        id: r.0,
+        created_at: r.1,
+        disabled_at: r.2,
+        limits: UserLimits::from_columns(r.3, r.4, r.5, r.6, r.7),
+    }
+}
+
+const USER_COLUMNS: &str = "id, created_at, disabled_at, requests_per_minute, request_burst, \
+    numbers_per_day, max_concurrent_tasks, max_rows";
+
+/// Creates a user; false when one of that id exists already.
+pub async fn create(pool: &PgPool, id: &str) -> Result<bool> {
+    let r = sqlx::query("INSERT INTO users (id) VALUES ($1) ON CONFLICT (id) DO NOTHING")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn get(pool: &PgPool, id: &str) -> Result<Option<UserRecord>> {
+    let row: Option<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(user_of))
+}
+
+/// An enabled user (a JWT's subject must be one).
+pub async fn active(pool: &PgPool, id: &str) -> Result<Option<UserRecord>> {
+    Ok(get(pool, id).await?.filter(|u| u.disabled_at.is_none()))
+}
+
+pub async fn list(pool: &PgPool) -> Result<Vec<UserRecord>> {
+    let rows: Vec<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {USER_COLUMNS} FROM users ORDER BY id"
+    )))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(user_of).collect())
+}
+
+/// Disables (every key and token of the user is refused) or enables a user. False when
+/// there is no such user.
+pub async fn set_disabled(pool: &PgPool, id: &str, disabled: bool) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE users SET disabled_at = CASE WHEN $2 THEN coalesce(disabled_at, now()) END \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(disabled)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+fn column<T: TryInto<i64>>(v: Option<T>) -> Option<i64> {
+    v.and_then(|v| v.try_into().ok())
+}
+
+/// Sets a user's limits (`None`: the service's default). False when there is no such user.
+pub async fn set_limits(pool: &PgPool, id: &str, l: UserLimits) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE users SET requests_per_minute = $2::bigint::int, request_burst = $3::bigint::int, \
+           numbers_per_day = $4, max_concurrent_tasks = $5::bigint::int, max_rows = $6 \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(column(l.requests_per_minute))
+    .bind(column(l.request_burst))
+    .bind(column(l.numbers_per_day))
+    .bind(column(l.max_concurrent_tasks))
+    .bind(column(l.max_rows))
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// What a user's quotas have used: input rows of tasks created today (UTC), and tasks still
+/// being checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QuotaUse {
+    pub numbers_today: u64,
+    pub running_tasks: u64,
+}
+
+pub async fn quota_use(conn: impl sqlx::PgExecutor<'_>, id: &str) -> Result<QuotaUse> {
+    let (numbers, running): (i64, i64) = sqlx::query_as(
+        "SELECT coalesce(sum(total) FILTER (WHERE created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'), 0)::bigint, \
+           count(*) FILTER (WHERE status IN ('pending', 'processing')) \
+         FROM tasks WHERE user_id = $1 \
+           AND (status IN ('pending', 'processing') \
+                OR created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await?;
+    Ok(QuotaUse {
+        numbers_today: numbers.max(0) as u64,
+        running_tasks: running.max(0) as u64,
+    })
+}
