@@ -33,6 +33,8 @@ test: deps
             -- --test-threads 4; \
     fi
     just chaos
+    just schemathesis
+    just fuzz 15
     just bench-smoke
 
 # Fault tests, one at a time: workers killed, Redis and Postgres restarted, storage down,
@@ -43,6 +45,16 @@ chaos: deps
     else \
         cargo test -p wacheck --test chaos --no-fail-fast -- --test-threads 1; \
     fi
+
+# schemathesis against /openapi.json of a running service (debug build): no 5xx, and every
+# answer matches the document.
+schemathesis: deps
+    cargo build --bin wacheck
+    scripts/schemathesis "${CARGO_TARGET_DIR:-target}/debug/wacheck" 25
+
+# Every fuzz target for SECONDS each (number normalisation, the txt, csv and xlsx readers).
+fuzz SECONDS="60": deps
+    scripts/fuzz {{SECONDS}}
 
 # Load run (release build): one API and two worker processes, 50 concurrent uploads of 10,000
 # numbers under 500 status polls per second (wrk) for 60 s. Figures go to docs/benchmarks.md.

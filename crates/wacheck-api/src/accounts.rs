@@ -13,6 +13,8 @@ use wacheck_store::accounts::{self, AccountRecord, Limits, NewAccount};
 use wacheck_worker::pool::{AddError, add_account};
 
 use crate::auth::AuthUser;
+#[allow(unused_imports)] // named in the OpenAPI annotations
+use crate::openapi::{ErrorBody, FileBody, Refusals};
 use crate::{ApiError, AppState};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -32,12 +34,16 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 /// An account as the API shows it. Gateway keys are never shown.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccountView {
     pub id: String,
+    /// `native`, `waha`, `evolution` or `simulated`.
+    #[schema(value_type = String)]
     pub kind: AccountKind,
     /// `null`: the shared pool; otherwise the only user whose work it does.
     pub owner: Option<String>,
+    /// `pairing`, `connected`, `cooling_down`, `logged_out`, `banned` or `failed`.
+    #[schema(value_type = String)]
     pub state: AccountState,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_reason: Option<String>,
@@ -66,9 +72,28 @@ pub struct AccountView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pair_code: Option<String>,
     /// Its settings, with any gateway key replaced by `"[redacted]"`.
+    #[schema(value_type = Object)]
     pub settings: Value,
     pub simulated: bool,
     pub created_at: String,
+}
+
+/// What a task cost each account.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskUsageView {
+    pub task_id: String,
+    /// Rows answered from the result cache, at no cost.
+    pub cached: i64,
+    pub accounts: Vec<AccountUsageView>,
+}
+
+/// Numbers asked about in check and detail calls, and calls (failed ones too).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AccountUsageView {
+    pub account: String,
+    pub checks: i64,
+    pub details: i64,
+    pub calls: i64,
 }
 
 fn redacted(mut settings: Value) -> Value {
@@ -131,7 +156,20 @@ async fn today(state: &AppState, id: &str) -> Result<i64, ApiError> {
     Ok(accounts::checks_on(&state.pool, id, Utc::now().date_naive()).await?)
 }
 
-async fn list(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/accounts",
+    tag = "accounts",
+    summary = "The accounts the caller may see",
+    responses(
+        (status = 200, description = "Accounts, by id", body = [AccountView]),
+        Refusals
+    )
+)]
+pub(crate) async fn list(
+    state: web::Data<AppState>,
+    user: AuthUser,
+) -> Result<HttpResponse, ApiError> {
     user.need("tasks")?;
     let today: std::collections::HashMap<String, i64> = accounts::checks_today(&state.pool)
         .await?
@@ -183,12 +221,18 @@ impl LimitsIn {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A new account.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewAccountIn {
+pub(crate) struct NewAccountIn {
+    /// 1-64 letters, digits, `-`, `_`, `.`.
     id: String,
+    /// `native`, `waha`, `evolution` or `simulated`.
+    #[schema(value_type = String)]
     kind: AccountKind,
+    /// What the backend needs: see docs/backends.md.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     settings: Option<Value>,
     per_minute: Option<u32>,
     burst: Option<u32>,
@@ -200,7 +244,20 @@ struct NewAccountIn {
     owner: Option<String>,
 }
 
-async fn create(
+#[utoipa::path(
+    post,
+    path = "/v1/accounts",
+    tag = "accounts",
+    summary = "Add an account",
+    request_body(content = NewAccountIn, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The account", body = AccountView),
+        (status = 400, description = "A parameter, the body or the file is wrong (see `code`)", body = ErrorBody),
+        (status = 409, description = "The resource is not in a state for this", body = ErrorBody),
+        Refusals
+    )
+)]
+pub(crate) async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
     body: web::Bytes,
@@ -267,7 +324,19 @@ async fn refresh(state: &AppState) {
     }
 }
 
-async fn show(
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}",
+    tag = "accounts",
+    summary = "One account",
+    params(("id" = String, Path, description = "The account's name")),
+    responses(
+        (status = 200, description = "The account", body = AccountView),
+        (status = 404, description = "No such resource for this caller", body = ErrorBody),
+        Refusals
+    )
+)]
+pub(crate) async fn show(
     state: web::Data<AppState>,
     user: AuthUser,
     id: web::Path<String>,
@@ -277,9 +346,10 @@ async fn show(
     Ok(HttpResponse::Ok().json(view(r, n)))
 }
 
-#[derive(Debug, Deserialize)]
+/// Changes to an account; absent fields stay.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UpdateIn {
+pub(crate) struct UpdateAccountIn {
     #[serde(default)]
     paused: Option<bool>,
     per_minute: Option<u32>,
@@ -288,14 +358,28 @@ struct UpdateIn {
     jitter_ms: Option<u32>,
 }
 
-async fn update(
+#[utoipa::path(
+    patch,
+    path = "/v1/accounts/{id}",
+    tag = "accounts",
+    summary = "Change an account's limits, or pause it",
+    params(("id" = String, Path, description = "The account's name")),
+    request_body(content = UpdateAccountIn, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The account", body = AccountView),
+        (status = 400, description = "A parameter, the body or the file is wrong (see `code`)", body = ErrorBody),
+        (status = 404, description = "No such resource for this caller", body = ErrorBody),
+        Refusals
+    )
+)]
+pub(crate) async fn update(
     state: web::Data<AppState>,
     user: AuthUser,
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let r = visible(&state, &user, &id).await?;
-    let input: UpdateIn = serde_json::from_slice(&body).map_err(|e| {
+    let input: UpdateAccountIn = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad(
             "invalid_body",
             format!("the body is not a valid change: {e}"),
@@ -330,7 +414,19 @@ async fn set_paused(
     show(state, user, id).await
 }
 
-async fn pause(
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{id}/pause",
+    tag = "accounts",
+    summary = "Stop giving work to an account",
+    params(("id" = String, Path, description = "The account's name")),
+    responses(
+        (status = 200, description = "The account", body = AccountView),
+        (status = 404, description = "No such resource for this caller", body = ErrorBody),
+        Refusals
+    )
+)]
+pub(crate) async fn pause(
     state: web::Data<AppState>,
     user: AuthUser,
     id: web::Path<String>,
@@ -338,7 +434,19 @@ async fn pause(
     set_paused(state, user, id, true).await
 }
 
-async fn resume(
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{id}/resume",
+    tag = "accounts",
+    summary = "Give work to an account again",
+    params(("id" = String, Path, description = "The account's name")),
+    responses(
+        (status = 200, description = "The account", body = AccountView),
+        (status = 404, description = "No such resource for this caller", body = ErrorBody),
+        Refusals
+    )
+)]
+pub(crate) async fn resume(
     state: web::Data<AppState>,
     user: AuthUser,
     id: web::Path<String>,
@@ -346,7 +454,19 @@ async fn resume(
     set_paused(state, user, id, false).await
 }
 
-async fn remove(
+#[utoipa::path(
+    delete,
+    path = "/v1/accounts/{id}",
+    tag = "accounts",
+    summary = "Remove an account",
+    params(("id" = String, Path, description = "The account's name")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such resource for this caller", body = ErrorBody),
+        Refusals
+    )
+)]
+pub(crate) async fn remove(
     state: web::Data<AppState>,
     user: AuthUser,
     id: web::Path<String>,
@@ -357,7 +477,20 @@ async fn remove(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn qr_png(
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}/qr.png",
+    tag = "accounts",
+    summary = "The QR code of a native account being paired",
+    params(("id" = String, Path, description = "The account's name")),
+    responses(
+        (status = 200, description = "The QR code", content_type = "image/png", body = inline(FileBody)),
+        (status = 404, description = "No such resource for this caller", body = ErrorBody),
+        (status = 409, description = "The resource is not in a state for this", body = ErrorBody),
+        Refusals
+    )
+)]
+pub(crate) async fn qr_png(
     state: web::Data<AppState>,
     user: AuthUser,
     id: web::Path<String>,
@@ -387,7 +520,19 @@ async fn qr_png(
 }
 
 /// What a task cost each account: its owner and admins may see it.
-async fn task_usage(
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{task_id}/usage",
+    tag = "accounts",
+    summary = "What a task cost each account",
+    params(("task_id" = String, Path, description = "The task id (a ULID)")),
+    responses(
+        (status = 200, description = "Usage", body = TaskUsageView),
+        (status = 404, description = "No such resource for this caller", body = ErrorBody),
+        Refusals
+    )
+)]
+pub(crate) async fn task_usage(
     state: web::Data<AppState>,
     user: AuthUser,
     task_id: web::Path<String>,
@@ -399,16 +544,18 @@ async fn task_usage(
         .filter(|t| user.is_admin() || t.user_id == user.id)
         .ok_or_else(ApiError::task_not_found)?;
     let usage = accounts::task_usage(&state.pool, task.id).await?;
-    #[derive(Serialize)]
-    struct Usage {
-        task_id: String,
-        cached: i64,
-        accounts: Vec<accounts::TaskUsage>,
-    }
-    Ok(HttpResponse::Ok().json(Usage {
+    Ok(HttpResponse::Ok().json(TaskUsageView {
         task_id: task.id.to_string(),
         cached: task.cached,
-        accounts: usage,
+        accounts: usage
+            .into_iter()
+            .map(|u| AccountUsageView {
+                account: u.account,
+                checks: u.checks,
+                details: u.details,
+                calls: u.calls,
+            })
+            .collect(),
     }))
 }
 

@@ -9,6 +9,8 @@ use wacheck_store::keys::{self, KeyRecord};
 use wacheck_store::users::{self, QuotaUse, UserLimits, UserRecord};
 
 use crate::auth::{AuthUser, Limits};
+#[allow(unused_imports)] // named in the OpenAPI annotations
+use crate::openapi::{ErrorBody, Refusals};
 use crate::{ApiError, AppState};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -27,7 +29,7 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 /// The caller: who, what it may do, its limits and what its quotas have used.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MeView {
     pub user_id: String,
     pub scopes: Vec<String>,
@@ -39,7 +41,7 @@ pub struct MeView {
 }
 
 /// Limits in force (0: unlimited).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LimitsView {
     pub requests_per_minute: u32,
     pub request_burst: u32,
@@ -61,7 +63,7 @@ impl From<Limits> for LimitsView {
 }
 
 /// What the quotas have used: input rows uploaded today (UTC), tasks being checked.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UsedView {
     pub numbers_today: u64,
     pub running_tasks: u64,
@@ -76,7 +78,20 @@ impl From<QuotaUse> for UsedView {
     }
 }
 
-async fn me(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    tag = "users",
+    summary = "The caller: scopes, limits, and what the quotas have used",
+    responses(
+        (status = 200, description = "The caller", body = MeView),
+        Refusals
+    )
+)]
+pub(crate) async fn me(
+    state: web::Data<AppState>,
+    user: AuthUser,
+) -> Result<HttpResponse, ApiError> {
     let used = users::quota_use(&state.pool, &user.id).await?;
     Ok(HttpResponse::Ok().json(MeView {
         user_id: user.id.clone(),
@@ -88,7 +103,7 @@ async fn me(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, 
 }
 
 /// A user as admins see it: own limits (`null`: the service default) and those in force.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: String,
     pub created_at: String,
@@ -96,6 +111,7 @@ pub struct UserView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled_at: Option<String>,
     /// The user's own limits; `null` fields take the service's defaults.
+    #[schema(value_type = OwnLimitsView)]
     pub own_limits: UserLimits,
     pub limits: LimitsView,
     pub used: UsedView,
@@ -113,8 +129,18 @@ fn user_view(state: &AppState, u: UserRecord, used: QuotaUse) -> UserView {
     }
 }
 
+/// A user's own limits (documentation of `UserLimits`); `null`: the service's default.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OwnLimitsView {
+    pub requests_per_minute: Option<u32>,
+    pub request_burst: Option<u32>,
+    pub numbers_per_day: Option<u64>,
+    pub max_concurrent_tasks: Option<u32>,
+    pub max_rows: Option<u64>,
+}
+
 /// A key as listed: never its secret part.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyView {
     pub id: String,
     pub user_id: String,
@@ -162,7 +188,20 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad("invalid_body", format!("the body is not valid: {e}")))
 }
 
-async fn list_users(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users",
+    tag = "users",
+    summary = "Every user (admin)",
+    responses(
+        (status = 200, description = "Users", body = [UserView]),
+        Refusals
+    )
+)]
+pub(crate) async fn list_users(
+    state: web::Data<AppState>,
+    user: AuthUser,
+) -> Result<HttpResponse, ApiError> {
     admin(&user)?;
     let mut out = Vec::new();
     for u in users::list(&state.pool).await? {
@@ -225,15 +264,32 @@ impl LimitsIn {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A new user.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewUserIn {
+pub(crate) struct NewUserIn {
+    /// 1-64 letters, digits, `-`, `_`, `.` and `@`.
     id: String,
+    /// Own limits (see `OwnLimitsView`); absent: the service's defaults.
     #[serde(default)]
+    #[schema(value_type = Option<OwnLimitsView>)]
     limits: Option<serde_json::Value>,
 }
 
-async fn create_user(
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users",
+    tag = "users",
+    summary = "Create a user (admin)",
+    request_body(content = NewUserIn, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The user", body = UserView),
+        (status = 400, description = "A parameter, the body or the file is wrong (see `code`)", body = ErrorBody),
+        (status = 409, description = "The resource is not in a state for this", body = ErrorBody),
+        Refusals
+    )
+)]
+pub(crate) async fn create_user(
     state: web::Data<AppState>,
     user: AuthUser,
     bytes: web::Bytes,
@@ -263,7 +319,19 @@ async fn create_user(
     Ok(HttpResponse::Created().json(user_view(&state, u, QuotaUse::default())))
 }
 
-async fn show_user(
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{user_id}",
+    tag = "users",
+    summary = "One user (admin)",
+    params(("user_id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "The user", body = UserView),
+        (status = 404, description = "No such resource for this caller", body = ErrorBody),
+        Refusals
+    )
+)]
+pub(crate) async fn show_user(
     state: web::Data<AppState>,
     user: AuthUser,
     id: web::Path<String>,
@@ -274,16 +342,32 @@ async fn show_user(
     Ok(HttpResponse::Ok().json(user_view(&state, u, used)))
 }
 
-#[derive(Debug, Deserialize)]
+/// Changes to a user; absent fields stay. In `limits`, `null` goes back to the default.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UpdateUserIn {
+pub(crate) struct UpdateUserIn {
     #[serde(default)]
     disabled: Option<bool>,
     #[serde(default)]
+    #[schema(value_type = Option<OwnLimitsView>)]
     limits: Option<serde_json::Value>,
 }
 
-async fn update_user(
+#[utoipa::path(
+    patch,
+    path = "/v1/admin/users/{user_id}",
+    tag = "users",
+    summary = "Disable, enable, or change limits of a user (admin)",
+    params(("user_id" = String, Path, description = "The user's id")),
+    request_body(content = UpdateUserIn, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The user", body = UserView),
+        (status = 400, description = "A parameter, the body or the file is wrong (see `code`)", body = ErrorBody),
+        (status = 404, description = "No such resource for this caller", body = ErrorBody),
+        Refusals
+    )
+)]
+pub(crate) async fn update_user(
     state: web::Data<AppState>,
     user: AuthUser,
     id: web::Path<String>,
@@ -302,7 +386,19 @@ async fn update_user(
     show_user(state, user, id).await
 }
 
-async fn list_keys(
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{user_id}/keys",
+    tag = "users",
+    summary = "A user's keys (admin)",
+    params(("user_id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "Keys, newest first", body = [KeyView]),
+        (status = 404, description = "No such resource for this caller", body = ErrorBody),
+        Refusals
+    )
+)]
+pub(crate) async fn list_keys(
     state: web::Data<AppState>,
     user: AuthUser,
     id: web::Path<String>,
@@ -317,9 +413,10 @@ async fn list_keys(
     Ok(HttpResponse::Ok().json(keys))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A new key: its scopes (default `check`, `tasks`) and a label.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewKeyIn {
+pub(crate) struct NewKeyIn {
     #[serde(default)]
     scopes: Option<Vec<String>>,
     #[serde(default)]
@@ -327,7 +424,7 @@ struct NewKeyIn {
 }
 
 /// A new key: shown here once, never again.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewKeyView {
     /// The key itself. Store it now: wacheck keeps only its hash.
     pub key: String,
@@ -335,7 +432,21 @@ pub struct NewKeyView {
     pub record: KeyView,
 }
 
-async fn create_key(
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users/{user_id}/keys",
+    tag = "users",
+    summary = "A new key for a user, shown once (admin)",
+    params(("user_id" = String, Path, description = "The user's id")),
+    request_body(content = Option<NewKeyIn>, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The key", body = NewKeyView),
+        (status = 400, description = "A parameter, the body or the file is wrong (see `code`)", body = ErrorBody),
+        (status = 404, description = "No such resource for this caller", body = ErrorBody),
+        Refusals
+    )
+)]
+pub(crate) async fn create_key(
     state: web::Data<AppState>,
     user: AuthUser,
     id: web::Path<String>,
@@ -383,7 +494,19 @@ async fn create_key(
     }))
 }
 
-async fn revoke_key(
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/keys/{key_id}",
+    tag = "users",
+    summary = "Revoke a key (admin)",
+    params(("key_id" = String, Path)),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "No such resource for this caller", body = ErrorBody),
+        Refusals
+    )
+)]
+pub(crate) async fn revoke_key(
     state: web::Data<AppState>,
     user: AuthUser,
     key_id: web::Path<String>,

@@ -25,7 +25,7 @@ use wacheck_store::users::UserLimits;
 use crate::{ApiError, AppState};
 
 /// How tokens are checked.
-#[derive(Clone, Deserialize, Serialize, Default)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// Secret of HS256 tokens (at least 32 bytes); unset: HS256 tokens are refused.
@@ -39,6 +39,18 @@ pub struct AuthSettings {
     pub jwt_issuer: Option<String>,
     /// When set, tokens must carry this `aud`.
     pub jwt_audience: Option<String>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            jwt_secret: None,
+            jwt_public_keys: Vec::new(),
+            jwt_leeway_secs: 30,
+            jwt_issuer: None,
+            jwt_audience: None,
+        }
+    }
 }
 
 /// Writes a secret into a configuration file the caller writes for its own processes.

@@ -6,6 +6,7 @@ mod admin;
 pub mod auth;
 mod error;
 mod ingest;
+pub mod openapi;
 pub mod qr;
 mod routes;
 

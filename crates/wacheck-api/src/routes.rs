@@ -8,6 +8,8 @@ use wacheck_core::{TaskId, TaskKind, TaskStatus};
 use wacheck_store::tasks::TaskRecord;
 
 use crate::auth::AuthUser;
+#[allow(unused_imports)] // named in the OpenAPI annotations
+use crate::openapi::{ErrorBody, FileBody, Refusals, UploadForm};
 use crate::{ApiError, AppState, ingest};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -20,6 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             Err::<HttpResponse, _>(ApiError::NotFound("no such route: see docs/api.md".into()))
         }))
         .route("/health", web::get().to(health))
+        .route("/openapi.json", web::get().to(crate::openapi::openapi_json))
         .route("/wa/api/{kind}/tasks", web::post().to(create_task))
         .route("/wa/api/{kind}/tasks/{task_id}", web::get().to(get_task))
         .route(
@@ -28,7 +31,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route(
             "/wa/api/{kind}/tasks/{task_id}/cancel",
-            web::post().to(cancel_task),
+            web::post().to(cancel_task_post),
         )
         .route(
             "/wa/api/{kind}/tasks/{task_id}/export",
@@ -40,18 +43,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// The task as ekycpro shows it, plus `kind` and a loud `simulated` flag.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskView {
     pub created_at: String,
     pub updated_at: String,
     pub task_id: String,
     pub user_id: String,
+    /// `pending`, `processing`, `completed`, `exported` or `cancelled`.
+    #[schema(value_type = String)]
     pub status: TaskStatus,
     pub total: i64,
     pub success: i64,
     pub failure: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result_url: Option<String>,
+    /// `simple` or `detail`.
+    #[schema(value_type = String)]
     pub kind: TaskKind,
     pub simulated: bool,
     /// Rows whose number ended `unknown` (part of `failure`).
@@ -184,7 +191,22 @@ fn kind_of(path: &str) -> Result<TaskKind, ApiError> {
         .map_err(|_| ApiError::NotFound(format!("no task API `{path}`: use simple or detail")))
 }
 
-async fn create_task(
+#[utoipa::path(
+    post,
+    path = "/wa/api/{kind}/tasks",
+    tag = "tasks",
+    summary = "Upload a file of numbers: creates a task",
+    params(("kind" = String, Path, description = "`simple` or `detail`")),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The new task", body = TaskView),
+        (status = 400, description = "A parameter, the body or the file is wrong (see `code`)", body = ErrorBody),
+        (status = 404, description = "No such resource for this caller", body = ErrorBody),
+        (status = 413, description = "The upload is larger than allowed", body = ErrorBody),
+        Refusals
+    )
+)]
+pub(crate) async fn create_task(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<String>,
@@ -214,7 +236,7 @@ async fn create_task(
 }
 
 #[derive(Deserialize)]
-struct UserQuery {
+pub(crate) struct UserQuery {
     user_id: Option<String>,
 }
 
@@ -245,7 +267,20 @@ async fn own_task(
         .ok_or_else(ApiError::task_not_found)
 }
 
-async fn get_task(
+#[utoipa::path(
+    get,
+    path = "/wa/api/{kind}/tasks/{task_id}",
+    tag = "tasks",
+    summary = "Read a task (and its result_url)",
+    params(("kind" = String, Path, description = "`simple` or `detail`"), ("task_id" = String, Path, description = "The task id (a ULID)"), ("user_id" = String, Query, description = "Your user id (admins: the task owner's)")),
+    responses(
+        (status = 200, description = "The task", body = TaskView),
+        (status = 400, description = "A parameter, the body or the file is wrong (see `code`)", body = ErrorBody),
+        (status = 404, description = "No such resource for this caller", body = ErrorBody),
+        Refusals
+    )
+)]
+pub(crate) async fn get_task(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<(String, String)>,
@@ -265,7 +300,21 @@ async fn fresh_view(state: &AppState, id: TaskId) -> Result<HttpResponse, ApiErr
 
 /// `DELETE .../tasks/{id}` or `POST .../tasks/{id}/cancel`: stop checking; what was checked
 /// stays and can be exported.
-async fn cancel_task(
+#[utoipa::path(
+    delete,
+    path = "/wa/api/{kind}/tasks/{task_id}",
+    tag = "tasks",
+    summary = "Cancel a task",
+    params(("kind" = String, Path, description = "`simple` or `detail`"), ("task_id" = String, Path, description = "The task id (a ULID)"), ("user_id" = String, Query, description = "Your user id (admins: the task owner's)")),
+    responses(
+        (status = 200, description = "The cancelled task", body = TaskView),
+        (status = 400, description = "A parameter, the body or the file is wrong (see `code`)", body = ErrorBody),
+        (status = 404, description = "No such resource for this caller", body = ErrorBody),
+        (status = 409, description = "The resource is not in a state for this", body = ErrorBody),
+        Refusals
+    )
+)]
+pub(crate) async fn cancel_task(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<(String, String)>,
@@ -283,8 +332,46 @@ async fn cancel_task(
     }
 }
 
+/// `POST .../tasks/{id}/cancel`: the same as `DELETE .../tasks/{id}`.
+#[utoipa::path(
+    post,
+    path = "/wa/api/{kind}/tasks/{task_id}/cancel",
+    tag = "tasks",
+    summary = "Cancel a task (the same as DELETE on the task)",
+    params(("kind" = String, Path, description = "`simple` or `detail`"), ("task_id" = String, Path, description = "The task id (a ULID)"), ("user_id" = String, Query, description = "Your user id (admins: the task owner's)")),
+    responses(
+        (status = 200, description = "The cancelled task", body = TaskView),
+        (status = 400, description = "A parameter, the body or the file is wrong (see `code`)", body = ErrorBody),
+        (status = 404, description = "No such resource for this caller", body = ErrorBody),
+        (status = 409, description = "The resource is not in a state for this", body = ErrorBody),
+        Refusals
+    )
+)]
+pub(crate) async fn cancel_task_post(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(String, String)>,
+    query: web::Query<UserQuery>,
+) -> Result<HttpResponse, ApiError> {
+    cancel_task(state, user, path, query).await
+}
+
 /// `POST .../tasks/{id}/export`: the result file of a cancelled task (what was checked).
-async fn export_task(
+#[utoipa::path(
+    post,
+    path = "/wa/api/{kind}/tasks/{task_id}/export",
+    tag = "tasks",
+    summary = "Write the result file of a cancelled task",
+    params(("kind" = String, Path, description = "`simple` or `detail`"), ("task_id" = String, Path, description = "The task id (a ULID)"), ("user_id" = String, Query, description = "Your user id (admins: the task owner's)")),
+    responses(
+        (status = 200, description = "The task", body = TaskView),
+        (status = 400, description = "A parameter, the body or the file is wrong (see `code`)", body = ErrorBody),
+        (status = 404, description = "No such resource for this caller", body = ErrorBody),
+        (status = 409, description = "The resource is not in a state for this", body = ErrorBody),
+        Refusals
+    )
+)]
+pub(crate) async fn export_task(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<(String, String)>,
@@ -315,22 +402,36 @@ async fn export_task(
     }
 }
 
-#[derive(Serialize)]
-struct Health<'a> {
-    status: &'a str,
-    database: bool,
+/// The service's state.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HealthView {
+    /// `ok` or `degraded`.
+    pub status: String,
+    pub database: bool,
     /// Kinds of the accounts in the pool.
-    backends: Vec<&'static str>,
+    pub backends: Vec<String>,
     /// Accounts in the pool, and how many of them can take work now.
-    accounts: usize,
-    healthy_accounts: usize,
-    simulated: bool,
-    storage: &'a str,
+    pub accounts: usize,
+    pub healthy_accounts: usize,
+    pub simulated: bool,
+    /// `s3` or `local`.
+    pub storage: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    warning: Option<&'a str>,
+    pub warning: Option<String>,
 }
 
-async fn health(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "service",
+    summary = "Service status",
+    responses(
+        (status = 200, description = "The database answers", body = HealthView),
+        (status = 503, description = "The database does not answer", body = HealthView)
+    ),
+    security(())
+)]
+pub(crate) async fn health(state: web::Data<AppState>) -> HttpResponse {
     let database = sqlx::query("SELECT 1").execute(&state.pool).await.is_ok();
     let accounts = state.accounts.all();
     let now = chrono::Utc::now();
@@ -338,20 +439,21 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
     backends.sort_unstable();
     backends.dedup();
     let simulated = state.accounts.simulated_in_use(None);
-    let body = Health {
-        status: if database { "ok" } else { "degraded" },
+    let body = HealthView {
+        status: if database { "ok" } else { "degraded" }.into(),
         database,
-        backends,
+        backends: backends.into_iter().map(str::to_owned).collect(),
         accounts: accounts.len(),
         healthy_accounts: accounts
             .iter()
             .filter(|a| a.record().healthy_at(now))
             .count(),
         simulated,
-        storage: state.blob.kind(),
-        warning: simulated.then_some(
-            "results are SIMULATED: a simulated account is in the pool, its answers follow a fixed rule",
-        ),
+        storage: state.blob.kind().into(),
+        warning: simulated.then(|| {
+            "results are SIMULATED: a simulated account is in the pool, its answers follow a fixed rule"
+                .into()
+        }),
     };
     if database {
         HttpResponse::Ok().json(body)
@@ -361,13 +463,27 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
 }
 
 #[derive(Deserialize)]
-struct LinkQuery {
+pub(crate) struct LinkQuery {
     filename: String,
     expires: i64,
     sig: String,
 }
 
-async fn download(
+#[utoipa::path(
+    get,
+    path = "/files/{key}",
+    tag = "tasks",
+    summary = "Download a result file kept in a local directory (a signed link)",
+    params(("key" = String, Path, description = "The file's key, e.g. results/{task_id}.xlsx"), ("filename" = String, Query), ("expires" = i64, Query), ("sig" = String, Query)),
+    responses(
+        (status = 200, description = "The file", content_type = "application/octet-stream", body = inline(FileBody)),
+        (status = 400, description = "A parameter, the body or the file is wrong (see `code`)", body = ErrorBody),
+        (status = 403, description = "The link was altered, or has expired", body = ErrorBody),
+        (status = 404, description = "No such resource for this caller", body = ErrorBody)
+    ),
+    security(())
+)]
+pub(crate) async fn download(
     state: web::Data<AppState>,
     key: web::Path<String>,
     query: web::Query<LinkQuery>,

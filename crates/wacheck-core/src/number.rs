@@ -144,8 +144,14 @@ fn parse_valid(s: &str, region: Option<Region>) -> Option<E164> {
     if !n.is_valid() {
         return None;
     }
-    Some(E164(n.format_as(PhoneNumberFormat::E164).into_owned()))
+    let e164 = n.format_as(PhoneNumberFormat::E164).into_owned();
+    // E.164 allows 15 digits at most; the metadata accepts a few longer ones (found by
+    // fuzzing: "49.7-9485161454160" came out as +4979485161454160).
+    (e164.len() <= MAX_E164_LEN).then_some(E164(e164))
 }
+
+/// `+` and at most 15 digits.
+const MAX_E164_LEN: usize = 16;
 
 /// Whether a cell looks like a phone number (used to pick a column and to spot a header row).
 pub fn looks_like_phone(raw: &str) -> bool {
@@ -171,6 +177,12 @@ mod tests {
             .unwrap()
             .normalize(raw)
             .map(E164::into_string)
+    }
+
+    #[test]
+    fn numbers_longer_than_e164_allows_are_invalid() {
+        assert_eq!(n(None, "49.7-9485161454160"), None, "16 digits");
+        assert!(n(None, "+4915112345678").is_some());
     }
 
     #[test]

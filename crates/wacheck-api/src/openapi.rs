@@ -1,0 +1,197 @@
+//! The OpenAPI 3.1 document of every route, generated from the handlers' annotations and
+//! served at `GET /openapi.json`.
+
+use actix_web::HttpResponse;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// Every error: a stable machine `code` and a human `message`.
+#[derive(Debug, serde::Serialize, serde::Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+/// What any authenticated route may answer besides its own answers.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // documentation only
+pub enum Refusals {
+    /// No credentials, or wrong ones.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The key or token lacks the scope this needs.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// A request rate or quota is used up.
+    #[response(
+        status = 429,
+        headers(("Retry-After" = u64, description = "Seconds to wait"))
+    )]
+    TooManyRequests(ErrorBody),
+    /// A dependency (database, storage) cannot be reached.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+/// The multipart form of an upload.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only: the form is read field by field
+pub struct UploadForm {
+    /// Your user id (the key's user; admins may name another).
+    user_id: String,
+    /// The file of numbers: .txt, .csv or .xlsx.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// Two-letter country code for numbers written without an international prefix.
+    default_region: Option<String>,
+    /// `xlsx` (default) or `csv`.
+    result_format: Option<String>,
+    /// `false`: check every number afresh instead of using cached answers.
+    cache: Option<String>,
+}
+
+/// A file's bytes.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // documentation only
+pub struct FileBody(Vec<u8>);
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let c = doc.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("API key or JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "wacheck",
+        description = "Tells whether phone numbers are on WhatsApp: bulk tasks, accounts, users and keys. \
+                       See docs/api.md for every field and error code."
+    ),
+    paths(
+        crate::routes::health,
+        crate::routes::create_task,
+        crate::routes::get_task,
+        crate::routes::cancel_task,
+        crate::routes::cancel_task_post,
+        crate::routes::export_task,
+        crate::routes::download,
+        crate::accounts::list,
+        crate::accounts::create,
+        crate::accounts::show,
+        crate::accounts::update,
+        crate::accounts::remove,
+        crate::accounts::pause,
+        crate::accounts::resume,
+        crate::accounts::qr_png,
+        crate::accounts::task_usage,
+        crate::admin::me,
+        crate::admin::list_users,
+        crate::admin::create_user,
+        crate::admin::show_user,
+        crate::admin::update_user,
+        crate::admin::list_keys,
+        crate::admin::create_key,
+        crate::admin::revoke_key,
+        openapi_json,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&Security),
+    security(("api_key" = []), ("bearer" = [])),
+    tags(
+        (name = "tasks", description = "Bulk checks: upload, poll, download"),
+        (name = "accounts", description = "The WhatsApp accounts that check numbers"),
+        (name = "users", description = "Users, keys and limits"),
+        (name = "service", description = "The service itself"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document, built once.
+pub fn document() -> &'static str {
+    static DOC: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        ApiDoc::openapi()
+            .to_pretty_json()
+            .expect("the OpenAPI document serialises")
+    });
+    &DOC
+}
+
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "service",
+    summary = "This document",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json")),
+    security(())
+)]
+pub(crate) async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_in_the_document_with_its_errors() {
+        let doc: serde_json::Value = serde_json::from_str(document()).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        for p in [
+            "/wa/api/{kind}/tasks",
+            "/wa/api/{kind}/tasks/{task_id}",
+            "/wa/api/{kind}/tasks/{task_id}/cancel",
+            "/wa/api/{kind}/tasks/{task_id}/export",
+            "/files/{key}",
+            "/health",
+            "/v1/accounts",
+            "/v1/accounts/{id}",
+            "/v1/accounts/{id}/pause",
+            "/v1/accounts/{id}/resume",
+            "/v1/accounts/{id}/qr.png",
+            "/v1/tasks/{task_id}/usage",
+            "/v1/me",
+            "/v1/admin/users",
+            "/v1/admin/users/{user_id}",
+            "/v1/admin/users/{user_id}/keys",
+            "/v1/admin/keys/{key_id}",
+            "/openapi.json",
+        ] {
+            assert!(paths.contains_key(p), "{p} is missing");
+        }
+        let upload = &paths["/wa/api/{kind}/tasks"]["post"];
+        for code in ["200", "400", "401", "403", "404", "413", "429", "503"] {
+            assert!(
+                upload["responses"].get(code).is_some(),
+                "upload lacks {code}"
+            );
+        }
+        assert!(
+            upload["requestBody"]["content"]
+                .get("multipart/form-data")
+                .is_some()
+        );
+        let schemes = &doc["components"]["securitySchemes"];
+        assert_eq!(schemes["api_key"]["name"], "X-API-Key");
+        assert_eq!(schemes["bearer"]["scheme"], "bearer");
+        assert_eq!(paths["/health"]["get"]["security"], serde_json::json!([{}]));
+    }
+}
