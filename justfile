@@ -29,7 +29,7 @@ test: deps
     else \
         cargo test --workspace --no-fail-fast --lib --bins --test pipeline --test errors \
             --test blob --test lifecycle --test upgrade --test gateways --test accounts --test budget \
-            --test security \
+            --test security --test sync \
             -- --test-threads 4; \
     fi
     just chaos

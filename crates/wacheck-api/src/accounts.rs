@@ -26,6 +26,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/accounts/{id}/pause", web::post().to(pause))
         .route("/v1/accounts/{id}/resume", web::post().to(resume))
         .route("/v1/accounts/{id}/qr.png", web::get().to(qr_png))
+        .route("/v1/accounts/{id}/aliases", web::post().to(add_alias))
+        .route(
+            "/v1/accounts/{id}/aliases/{alias}",
+            web::delete().to(remove_alias),
+        )
         .route("/v1/tasks/{task_id}/usage", web::get().to(task_usage));
 }
 
@@ -71,6 +76,8 @@ pub struct AccountView {
     pub qr_expires_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pair_code: Option<String>,
+    /// Other names clients use for it (a Walytic session id, a CommBox stream id).
+    pub aliases: Vec<String>,
     /// Its settings, with any gateway key replaced by `"[redacted]"`.
     #[schema(value_type = Object)]
     pub settings: Value,
@@ -106,7 +113,7 @@ fn redacted(mut settings: Value) -> Value {
     settings
 }
 
-fn view(r: AccountRecord, checks_today: i64) -> AccountView {
+fn view(r: AccountRecord, checks_today: i64, aliases: Vec<String>) -> AccountView {
     let now = Utc::now();
     let pairing = r.state == AccountState::Pairing;
     let qr_live = pairing && r.qr_code.is_some() && r.qr_expires_at.is_some_and(|t| t > now);
@@ -130,6 +137,7 @@ fn view(r: AccountRecord, checks_today: i64) -> AccountView {
         jitter_ms: r.limits.jitter_ms,
         checks_today,
         me: r.me,
+        aliases,
         settings: redacted(r.settings),
         created_at: rfc3339(r.created_at),
     }
@@ -150,6 +158,15 @@ async fn visible(state: &AppState, user: &AuthUser, id: &str) -> Result<AccountR
     } else {
         Err(not_found())
     }
+}
+
+async fn aliases_of(state: &AppState, id: &str) -> Result<Vec<String>, ApiError> {
+    Ok(accounts::aliases(&state.pool)
+        .await?
+        .into_iter()
+        .filter(|(a, _)| a == id)
+        .map(|(_, alias)| alias)
+        .collect())
 }
 
 async fn today(state: &AppState, id: &str) -> Result<i64, ApiError> {
@@ -175,13 +192,19 @@ pub(crate) async fn list(
         .await?
         .into_iter()
         .collect();
+    let aliases = accounts::aliases(&state.pool).await?;
     let views: Vec<AccountView> = accounts::list(&state.pool)
         .await?
         .into_iter()
         .filter(|r| user.is_admin() || r.owner.as_deref() == Some(user.id.as_str()))
         .map(|r| {
             let n = today.get(&r.id).copied().unwrap_or(0);
-            view(r, n)
+            let mine = aliases
+                .iter()
+                .filter(|(a, _)| *a == r.id)
+                .map(|(_, alias)| alias.clone())
+                .collect();
+            view(r, n, mine)
         })
         .collect();
     Ok(HttpResponse::Ok().json(views))
@@ -314,7 +337,7 @@ pub(crate) async fn create(
         AddError::Store(s) => s.into(),
     })?;
     refresh(&state).await;
-    Ok(HttpResponse::Created().json(view(record, 0)))
+    Ok(HttpResponse::Created().json(view(record, 0, Vec::new())))
 }
 
 /// The pool of this process follows at once (the others at their next refresh).
@@ -343,7 +366,8 @@ pub(crate) async fn show(
 ) -> Result<HttpResponse, ApiError> {
     let r = visible(&state, &user, &id).await?;
     let n = today(&state, &r.id).await?;
-    Ok(HttpResponse::Ok().json(view(r, n)))
+    let aliases = aliases_of(&state, &r.id).await?;
+    Ok(HttpResponse::Ok().json(view(r, n, aliases)))
 }
 
 /// Changes to an account; absent fields stay.
@@ -590,4 +614,83 @@ mod tests {
             .is_err()
         );
     }
+}
+
+/// Another name for an account.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AliasIn {
+    /// 1-200 characters of letters, digits and `-_.~+=` (it appears in URL paths).
+    alias: String,
+}
+
+/// Whether a name can be an alias: it has to fit in one URL path segment.
+fn valid_alias(a: &str) -> bool {
+    (1..=200).contains(&a.len())
+        && a.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~+=".contains(&b))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{id}/aliases",
+    tag = "accounts",
+    summary = "Give an account another name (a Walytic session or CommBox stream id)",
+    params(("id" = String, Path, description = "The account's name")),
+    request_body(content = AliasIn, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The account", body = AccountView),
+        (status = 400, description = "A parameter, the body or the file is wrong (see `code`)", body = ErrorBody),
+        (status = 404, description = "No such resource for this caller", body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+        Refusals
+    )
+)]
+pub(crate) async fn add_alias(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let r = visible(&state, &user, &id).await?;
+    let input: AliasIn = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad("invalid_body", format!("send {{\"alias\": \"…\"}}: {e}")))?;
+    if !valid_alias(&input.alias) {
+        return Err(ApiError::bad(
+            "invalid_parameter",
+            "an alias is 1-200 letters, digits and -_.~+=",
+        ));
+    }
+    if !accounts::add_alias(&state.pool, &input.alias, &r.id).await? {
+        return Err(ApiError::Conflict {
+            code: "alias_taken",
+            message: format!("`{}` names another account already", input.alias),
+        });
+    }
+    show(state, user, id).await
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/accounts/{id}/aliases/{alias}",
+    tag = "accounts",
+    summary = "Remove a name of an account",
+    params(("id" = String, Path, description = "The account's name"), ("alias" = String, Path)),
+    responses(
+        (status = 200, description = "The account", body = AccountView),
+        (status = 404, description = "No such resource for this caller", body = ErrorBody),
+        Refusals
+    )
+)]
+pub(crate) async fn remove_alias(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, alias) = path.into_inner();
+    let r = visible(&state, &user, &id).await?;
+    if !accounts::remove_alias(&state.pool, &alias, &r.id).await? {
+        return Err(ApiError::NotFound(format!("`{id}` has no alias `{alias}`")));
+    }
+    show(state, user, web::Path::from(id)).await
 }

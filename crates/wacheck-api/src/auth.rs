@@ -535,6 +535,43 @@ fn rate_headers(headers: &mut HeaderMap, d: &RateDecision) {
     set(headers, "x-ratelimit-reset", d.reset);
 }
 
+/// An error as the route family of `path` shows it (for errors raised outside handlers, such
+/// as a malformed query string).
+pub(crate) fn error_for_path(path: &str, e: ApiError) -> actix_web::Error {
+    let resp = ErrorStyle::of(path).render(&e);
+    actix_web::error::InternalError::from_response(e.to_string(), resp).into()
+}
+
+/// The error shape of a route family: compatible APIs answer in their own.
+#[derive(Debug, Clone, Copy)]
+enum ErrorStyle {
+    Native,
+    /// `{"error": "..."}` under `/api/verify`.
+    Walytic,
+    /// `{"status", "description", "response_time"}` under `/whatsapp`.
+    CommBox,
+}
+
+impl ErrorStyle {
+    fn of(path: &str) -> Self {
+        if path.starts_with("/api/verify/") {
+            ErrorStyle::Walytic
+        } else if path.starts_with("/whatsapp/") {
+            ErrorStyle::CommBox
+        } else {
+            ErrorStyle::Native
+        }
+    }
+
+    fn render(self, e: &ApiError) -> actix_web::HttpResponse {
+        match self {
+            ErrorStyle::Native => e.error_response(),
+            ErrorStyle::Walytic => crate::walytic::error_body(e),
+            ErrorStyle::CommBox => crate::commbox::error_body(e),
+        }
+    }
+}
+
 /// The middleware: authenticates requests that carry credentials, applies the caller's
 /// request rate, and reports it in the response headers.
 pub async fn guard(
@@ -544,26 +581,32 @@ pub async fn guard(
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
+    let style = ErrorStyle::of(req.path());
     let creds = match credentials(req.headers()) {
         Ok(Some(c)) => c,
+        // Compatible APIs answer a missing key in their own shape; elsewhere the handler's
+        // extractor does (and public routes need none).
+        Ok(None) if !matches!(style, ErrorStyle::Native) => {
+            let e = ApiError::Unauthorized("missing credentials: send your API key".into());
+            return Ok(req.into_response(style.render(&e)));
+        }
         Ok(None) => return Ok(next.call(req).await?.map_into_boxed_body()),
-        Err(e) => return Ok(req.into_response(e.error_response())),
+        Err(e) => return Ok(req.into_response(style.render(&e))),
     };
     let user = match authenticate(&state, creds).await {
         Ok(u) => u,
-        Err(e) => return Ok(req.into_response(e.error_response())),
+        Err(e) => return Ok(req.into_response(style.render(&e))),
     };
     let decision = state.rate.check(&user).await;
     if let Some(d) = decision.filter(|d| !d.allowed) {
-        let mut resp = ApiError::TooManyRequests {
+        let mut resp = style.render(&ApiError::TooManyRequests {
             code: "rate_limited",
             message: format!(
                 "more than {} requests a minute for this key; retry in {} s",
                 d.limit, d.retry_after
             ),
             retry_after: d.retry_after,
-        }
-        .error_response();
+        });
         rate_headers(resp.headers_mut(), &d);
         return Ok(req.into_response(resp));
     }

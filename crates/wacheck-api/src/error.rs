@@ -78,6 +78,15 @@ impl From<wacheck_store::StoreError> for ApiError {
             wacheck_store::StoreError::Db(
                 sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
             ) => ApiError::Unavailable("the database is unreachable; retry later".into()),
+            // Text Postgres cannot hold (a NUL character, in a parameter or a JSON string).
+            wacheck_store::StoreError::Db(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("22021" | "22P05")) =>
+            {
+                ApiError::bad(
+                    "invalid_parameter",
+                    "text with NUL characters (\\u0000) is not accepted",
+                )
+            }
             other => ApiError::Internal(other.into()),
         }
     }

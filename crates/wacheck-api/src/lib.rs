@@ -4,11 +4,15 @@
 mod accounts;
 mod admin;
 pub mod auth;
+mod commbox;
 mod error;
 mod ingest;
+mod numbers;
 pub mod openapi;
 pub mod qr;
 mod routes;
+mod sync;
+mod walytic;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +43,13 @@ pub struct ApiSettings {
     /// Numbers an upload deduplicates in memory (8 bytes each); beyond that, sorted runs go to
     /// temporary files and are merged.
     pub dedupe_run: usize,
+    /// Longest a single-number request waits for account budget before it answers 429, in ms.
+    pub check_max_wait_ms: u64,
+    /// Most numbers of one `POST /v1/numbers:check`.
+    pub check_max_numbers: usize,
+    /// Most rows of one synchronous bulk check (`/api/verify/{session}/bulk-verify`); larger
+    /// files belong to the task API.
+    pub bulk_max_rows: u64,
 }
 
 impl Default for ApiSettings {
@@ -49,6 +60,9 @@ impl Default for ApiSettings {
             result_url_ttl_secs: 3600,
             max_concurrent_ingests: 4,
             dedupe_run: wacheck_core::dedupe::DEFAULT_RUN,
+            check_max_wait_ms: 10_000,
+            check_max_numbers: 1_000,
+            bulk_max_rows: 1_000,
         }
     }
 }
@@ -69,6 +83,8 @@ pub struct AppState {
     pub jwt: Arc<auth::JwtVerifier>,
     pub rate: Arc<auth::RateLimiter>,
     pub limits: auth::LimitSettings,
+    /// How hard single-number checks try (the pipeline's retry settings and the cache).
+    pub effort: wacheck_worker::check::Effort,
     /// Turns of `max_concurrent_ingests`.
     pub ingest_slots: Arc<tokio::sync::Semaphore>,
 }

@@ -109,6 +109,17 @@ impl Modify for Security {
         crate::admin::list_keys,
         crate::admin::create_key,
         crate::admin::revoke_key,
+        crate::accounts::add_alias,
+        crate::accounts::remove_alias,
+        crate::numbers::check_one,
+        crate::numbers::check_many,
+        crate::numbers::history_page,
+        crate::walytic::verify_single,
+        crate::walytic::bulk_verify,
+        crate::walytic::history_page,
+        crate::walytic::export,
+        crate::walytic::clear,
+        crate::commbox::validate_contact,
         openapi_json,
     ),
     components(schemas(ErrorBody)),
@@ -118,6 +129,9 @@ impl Modify for Security {
         (name = "tasks", description = "Bulk checks: upload, poll, download"),
         (name = "accounts", description = "The WhatsApp accounts that check numbers"),
         (name = "users", description = "Users, keys and limits"),
+        (name = "numbers", description = "Single-number checks answered in the request"),
+        (name = "walytic", description = "Walytic-compatible number verification"),
+        (name = "commbox", description = "CommBox-compatible contact validation"),
         (name = "service", description = "The service itself"),
     )
 )]
@@ -174,6 +188,16 @@ mod tests {
             "/v1/admin/users/{user_id}/keys",
             "/v1/admin/keys/{key_id}",
             "/openapi.json",
+            "/v1/numbers/{number}",
+            "/v1/numbers:check",
+            "/v1/history",
+            "/api/verify/{session_id}/verify-single",
+            "/api/verify/{session_id}/bulk-verify",
+            "/api/verify/history",
+            "/api/verify/export",
+            "/api/verify/clear",
+            "/whatsapp/validatecontact/{stream_id}/{phone}",
+            "/v1/accounts/{id}/aliases",
         ] {
             assert!(paths.contains_key(p), "{p} is missing");
         }
@@ -183,6 +207,15 @@ mod tests {
                 upload["responses"].get(code).is_some(),
                 "upload lacks {code}"
             );
+        }
+        let single = &paths["/api/verify/{session_id}/verify-single"]["post"];
+        for code in ["200", "400", "401", "403", "404", "409", "429", "503"] {
+            let r = &single["responses"][code];
+            assert!(r.is_object(), "verify-single lacks {code}");
+            if code != "200" {
+                let body = &r["content"]["application/json"]["schema"]["$ref"];
+                assert_eq!(body, "#/components/schemas/WalyticErrorBody", "{code}");
+            }
         }
         assert!(
             upload["requestBody"]["content"]

@@ -14,8 +14,9 @@ use crate::{ApiError, AppState, ingest};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // Malformed query strings and unknown routes get the same JSON error shape as everything else.
-    let bad_query = |e: actix_web::error::QueryPayloadError, _: &HttpRequest| {
-        ApiError::bad("invalid_parameter", format!("invalid query string: {e}")).into()
+    let bad_query = |e: actix_web::error::QueryPayloadError, req: &HttpRequest| {
+        let e = ApiError::bad("invalid_parameter", format!("invalid query string: {e}"));
+        crate::auth::error_for_path(req.path(), e)
     };
     cfg.app_data(web::QueryConfig::default().error_handler(bad_query))
         .default_service(web::to(|| async {
@@ -39,7 +40,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route("/files/{key:.*}", web::get().to(download))
         .configure(crate::accounts::configure)
-        .configure(crate::admin::configure);
+        .configure(crate::admin::configure)
+        .configure(crate::numbers::configure)
+        .configure(crate::walytic::configure)
+        .configure(crate::commbox::configure);
 }
 
 /// The task as ekycpro shows it, plus `kind` and a loud `simulated` flag.

@@ -192,7 +192,16 @@ where
         InputFormat::Csv { delimiter } => {
             read_csv(LineLimit::new(reader), delimiter, &mut picker).map_err(long)?
         }
-        InputFormat::Xlsx => read_xlsx(reader, &mut picker)?,
+        // The workbook parser can panic on crafted input (found by fuzzing: an arithmetic
+        // overflow on a huge cell reference); such a file is refused like any broken one.
+        InputFormat::Xlsx => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            read_xlsx(reader, &mut picker)
+        }))
+        .unwrap_or_else(|_| {
+            Err(InputError::InvalidXlsx(
+                "the workbook is malformed (its reader gave up on it)".into(),
+            ))
+        })?,
     }
     picker.finish()
 }
@@ -702,5 +711,14 @@ mod tests {
         let (_, r) = rows(b"\xc3\x28+41 79 828 46 51\n\xe2\x82\n", Some("a.txt"));
         assert_eq!(r.len(), 2);
         assert!(r[0].ends_with("+41 79 828 46 51"));
+    }
+
+    #[test]
+    fn a_workbook_that_breaks_the_parser_is_refused_not_a_crash() {
+        // Found by fuzzing: calamine overflows on this cell reference (a panic where overflow
+        // is checked).
+        let data = include_bytes!("../tests/data/overflowing_cell_reference.xlsx");
+        let err = read_err(data, InputFormat::Xlsx);
+        assert!(matches!(err, InputError::InvalidXlsx(_)), "{err}");
     }
 }

@@ -145,12 +145,16 @@ fn parse_valid(s: &str, region: Option<Region>) -> Option<E164> {
         return None;
     }
     let e164 = n.format_as(PhoneNumberFormat::E164).into_owned();
-    // E.164 allows 15 digits at most; the metadata accepts a few longer ones (found by
-    // fuzzing: "49.7-9485161454160" came out as +4979485161454160).
-    (e164.len() <= MAX_E164_LEN).then_some(E164(e164))
+    // E.164 allows 15 digits at most, and no country has subscriber numbers of fewer than 7
+    // digits with its code; the metadata accepts a few beyond both (found by fuzzing:
+    // "49.7-9485161454160" came out as +4979485161454160, "9 80.9 640." in CC as +989640).
+    (MIN_E164_LEN..=MAX_E164_LEN)
+        .contains(&e164.len())
+        .then_some(E164(e164))
 }
 
-/// `+` and at most 15 digits.
+/// `+` and 7 to 15 digits.
+const MIN_E164_LEN: usize = 8;
 const MAX_E164_LEN: usize = 16;
 
 /// Whether a cell looks like a phone number (used to pick a column and to spot a header row).
@@ -182,6 +186,8 @@ mod tests {
     #[test]
     fn numbers_longer_than_e164_allows_are_invalid() {
         assert_eq!(n(None, "49.7-9485161454160"), None, "16 digits");
+        assert_eq!(n(Some("CC"), "9 80.9 640."), None, "6 digits");
+        assert!(n(None, "+6834002").is_some(), "7 digits (Niue)");
         assert!(n(None, "+4915112345678").is_some());
     }
 

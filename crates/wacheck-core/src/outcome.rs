@@ -47,6 +47,8 @@ pub struct Outcome {
     /// The details call answered for this number (detail tasks): what it said, hidden parts
     /// included, is the whole truth and may be cached.
     pub details_checked: bool,
+    /// When the answer was obtained, for answers taken from the cache (fresh ones: now).
+    pub checked_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The `privacy` note of a number whose about text privacy settings hide.

@@ -511,3 +511,46 @@ pub async fn purge_usage(pool: &PgPool, age: std::time::Duration) -> Result<u64>
             .rows_affected(),
     )
 }
+
+/// The account a name stands for: an alias (a Walytic session, a CommBox stream) or its id.
+pub async fn resolve(pool: &PgPool, name: &str) -> Result<Option<AccountRecord>> {
+    let id: Option<String> =
+        sqlx::query_scalar("SELECT account_id FROM account_aliases WHERE alias = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
+    get(pool, id.as_deref().unwrap_or(name)).await
+}
+
+/// Gives an account another name; false when the name is taken (by an alias or an account).
+pub async fn add_alias(pool: &PgPool, alias: &str, account: &str) -> Result<bool> {
+    let r = sqlx::query(
+        "INSERT INTO account_aliases (alias, account_id) \
+         SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM accounts WHERE id = $1) \
+         ON CONFLICT (alias) DO NOTHING",
+    )
+    .bind(alias)
+    .bind(account)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Removes an alias of an account; false when it had none of that name.
+pub async fn remove_alias(pool: &PgPool, alias: &str, account: &str) -> Result<bool> {
+    let r = sqlx::query("DELETE FROM account_aliases WHERE alias = $1 AND account_id = $2")
+        .bind(alias)
+        .bind(account)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Every alias, by account.
+pub async fn aliases(pool: &PgPool) -> Result<Vec<(String, String)>> {
+    Ok(
+        sqlx::query_as("SELECT account_id, alias FROM account_aliases ORDER BY account_id, alias")
+            .fetch_all(pool)
+            .await?,
+    )
+}

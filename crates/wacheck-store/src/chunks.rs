@@ -250,6 +250,105 @@ pub async fn store_outcomes(
     crate::retry_deadlocks(|| store_once(pool, task, chunk, results, usage)).await
 }
 
+/// Answers as parallel arrays, bound as `$first..$first+13` of an `UNNEST` (see [`answers_cte`]).
+pub(crate) struct AnswerColumns {
+    number: Vec<i64>,
+    outcome: Vec<&'static str>,
+    reason: Vec<Option<String>>,
+    jid: Vec<Option<String>>,
+    lid: Vec<Option<String>>,
+    business: Vec<Option<bool>>,
+    signature: Vec<Option<String>>,
+    status_update: Vec<Option<NaiveDate>>,
+    has_picture: Vec<Option<bool>>,
+    privacy: Vec<Option<String>>,
+    account: Vec<Option<String>>,
+    cached: Vec<bool>,
+    simulated: Vec<bool>,
+    details: Vec<bool>,
+}
+
+impl AnswerColumns {
+    pub(crate) fn of(results: &[(E164, Outcome)]) -> Self {
+        let n = results.len();
+        let mut c = AnswerColumns {
+            number: Vec::with_capacity(n),
+            outcome: Vec::with_capacity(n),
+            reason: Vec::with_capacity(n),
+            jid: Vec::with_capacity(n),
+            lid: Vec::with_capacity(n),
+            business: Vec::with_capacity(n),
+            signature: Vec::with_capacity(n),
+            status_update: Vec::with_capacity(n),
+            has_picture: Vec::with_capacity(n),
+            privacy: Vec::with_capacity(n),
+            account: Vec::with_capacity(n),
+            cached: Vec::with_capacity(n),
+            simulated: Vec::with_capacity(n),
+            details: Vec::with_capacity(n),
+        };
+        for (i, o) in results {
+            let w = match o.whatsapp.unwrap_or(WhatsApp::Unknown) {
+                WhatsApp::Invalid => WhatsApp::Unknown,
+                w => w,
+            };
+            c.number.push(i.key() as i64);
+            c.outcome.push(w.as_str());
+            c.reason.push(o.reason.clone());
+            c.jid.push(o.jid.clone());
+            c.lid.push(o.lid.clone());
+            c.business.push(o.business);
+            c.signature.push(o.signature.clone());
+            c.status_update.push(o.status_update);
+            c.has_picture.push(o.has_picture);
+            c.privacy.push(o.privacy.clone());
+            c.account.push(o.account.clone());
+            c.cached.push(o.cached);
+            c.simulated.push(o.simulated);
+            c.details.push(o.details_checked);
+        }
+        c
+    }
+
+    pub(crate) fn bind<'q>(
+        &'q self,
+        q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        q.bind(&self.number)
+            .bind(&self.outcome)
+            .bind(&self.reason)
+            .bind(&self.jid)
+            .bind(&self.lid)
+            .bind(&self.business)
+            .bind(&self.signature)
+            .bind(&self.status_update)
+            .bind(&self.has_picture)
+            .bind(&self.privacy)
+            .bind(&self.account)
+            .bind(&self.cached)
+            .bind(&self.simulated)
+            .bind(&self.details)
+    }
+}
+
+/// `v AS (…)`: the answers bound from `$first` on, as rows.
+pub(crate) fn answers_cte(first: usize) -> String {
+    let types = [
+        "bigint", "text", "text", "text", "text", "bool", "text", "date", "bool", "text", "text",
+        "bool", "bool", "bool",
+    ];
+    let args: Vec<String> = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("${}::{t}[]", first + i))
+        .collect();
+    format!(
+        "v AS (SELECT * FROM UNNEST({}) AS v(number, outcome, reason, jid, lid, business, \
+         signature, status_update, has_picture, privacy, account_id, cached, simulated, details))",
+        args.join(", ")
+    )
+}
+
 async fn store_once(
     pool: &PgPool,
     task: TaskId,
@@ -260,43 +359,46 @@ async fn store_once(
     if results.is_empty() && usage.is_none() {
         return Ok(0);
     }
-    let n = results.len();
-    let mut idx = Vec::with_capacity(n);
-    let mut outcome = Vec::with_capacity(n);
-    let mut reason = Vec::with_capacity(n);
-    let mut jid = Vec::with_capacity(n);
-    let mut lid = Vec::with_capacity(n);
-    let mut business = Vec::with_capacity(n);
-    let mut signature = Vec::with_capacity(n);
-    let mut status_update: Vec<Option<NaiveDate>> = Vec::with_capacity(n);
-    let mut has_picture = Vec::with_capacity(n);
-    let mut privacy = Vec::with_capacity(n);
-    let mut account = Vec::with_capacity(n);
-    let mut cached = Vec::with_capacity(n);
-    let mut simulated = Vec::with_capacity(n);
-    let mut details = Vec::with_capacity(n);
-    for (i, o) in results {
-        let w = o.whatsapp.unwrap_or(WhatsApp::Unknown);
-        let w = if w == WhatsApp::Invalid {
-            WhatsApp::Unknown
-        } else {
-            w
-        };
-        idx.push(i.key() as i64);
-        outcome.push(w.as_str());
-        reason.push(o.reason.clone());
-        jid.push(o.jid.clone());
-        lid.push(o.lid.clone());
-        business.push(o.business);
-        signature.push(o.signature.clone());
-        status_update.push(o.status_update);
-        has_picture.push(o.has_picture);
-        privacy.push(o.privacy.clone());
-        account.push(o.account.clone());
-        cached.push(o.cached);
-        simulated.push(o.simulated);
-        details.push(o.details_checked);
-    }
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH {}, \
+             c AS ( \
+               SELECT u.n, u.r FROM task_chunks, unnest(numbers, rows) AS u(n, r) \
+               WHERE task_id = $1 AND chunk_no = $2 FOR SHARE OF task_chunks), \
+             ins AS ( \
+               INSERT INTO task_results (task_id, number, outcome, reason, jid, lid, business, \
+                 signature, status_update, has_picture, privacy, account_id, cached, simulated) \
+               SELECT $1, v.number, v.outcome, v.reason, v.jid, v.lid, v.business, v.signature, \
+                 v.status_update, v.has_picture, v.privacy, v.account_id, v.cached, v.simulated \
+               FROM v JOIN c ON c.n = v.number \
+               ON CONFLICT DO NOTHING RETURNING number, outcome, cached, simulated), \
+             sums AS ( \
+               SELECT count(*) AS numbers, \
+                 coalesce(sum(c.r) FILTER (WHERE ins.outcome IN ('yes', 'no')), 0) AS ok, \
+                 coalesce(sum(c.r) FILTER (WHERE ins.outcome = 'unknown'), 0) AS bad, \
+                 coalesce(sum(c.r) FILTER (WHERE ins.cached), 0) AS from_cache, \
+                 coalesce(bool_or(ins.simulated), false) AS simulated \
+               FROM ins JOIN c ON c.n = ins.number), \
+             t AS ( \
+               UPDATE tasks SET success = success + sums.ok, failure = failure + sums.bad, \
+                 unknown = unknown + sums.bad, cached = cached + sums.from_cache, \
+                 simulated = tasks.simulated OR sums.simulated, updated_at = now(), \
+                 waiting = NULL, waiting_since = NULL \
+               FROM sums WHERE id = $1 AND sums.numbers > 0), \
+             ch AS ( \
+               UPDATE task_chunks SET answered = answered + sums.numbers \
+               FROM sums WHERE task_id = $1 AND chunk_no = $2 AND sums.numbers > 0), \
+             fresh AS ({}), \
+             used AS ( \
+               INSERT INTO account_usage (account_id, task_id, user_id, checks, details, calls) \
+               SELECT $17, $1, (SELECT user_id FROM tasks WHERE id = $1), $18, $19, $20 \
+               WHERE $17 IS NOT NULL AND $20 > 0) \
+             SELECT coalesce((SELECT numbers FROM sums), 0)",
+            answers_cte(3),
+            crate::cache::UPSERT_FROM_V
+        )
+    });
+    let columns = AnswerColumns::of(results);
     let (u_account, u_checks, u_details, u_calls) = match usage {
         Some(u) => (
             Some(u.account),
@@ -306,99 +408,19 @@ async fn store_once(
         ),
         None => (None, 0, 0, 0),
     };
-    let updated: i64 = sqlx::query_scalar(
-        "WITH v AS ( \
-           SELECT * FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], \
-                                $8::bool[], $9::text[], $10::date[], $11::bool[], $12::text[], \
-                                $13::text[], $14::bool[], $15::bool[], $16::bool[]) \
-             AS v(number, outcome, reason, jid, lid, business, signature, status_update, \
-                  has_picture, privacy, account_id, cached, simulated, details)), \
-         c AS ( \
-           SELECT u.n, u.r FROM task_chunks, unnest(numbers, rows) AS u(n, r) \
-           WHERE task_id = $1 AND chunk_no = $2 FOR SHARE OF task_chunks), \
-         ins AS ( \
-           INSERT INTO task_results (task_id, number, outcome, reason, jid, lid, business, \
-             signature, status_update, has_picture, privacy, account_id, cached, simulated) \
-           SELECT $1, v.number, v.outcome, v.reason, v.jid, v.lid, v.business, v.signature, \
-             v.status_update, v.has_picture, v.privacy, v.account_id, v.cached, v.simulated \
-           FROM v JOIN c ON c.n = v.number \
-           ON CONFLICT DO NOTHING RETURNING number, outcome, cached, simulated), \
-         sums AS ( \
-           SELECT count(*) AS numbers, \
-             coalesce(sum(c.r) FILTER (WHERE ins.outcome IN ('yes', 'no')), 0) AS ok, \
-             coalesce(sum(c.r) FILTER (WHERE ins.outcome = 'unknown'), 0) AS bad, \
-             coalesce(sum(c.r) FILTER (WHERE ins.cached), 0) AS from_cache, \
-             coalesce(bool_or(ins.simulated), false) AS simulated \
-           FROM ins JOIN c ON c.n = ins.number), \
-         t AS ( \
-           UPDATE tasks SET success = success + sums.ok, failure = failure + sums.bad, \
-             unknown = unknown + sums.bad, cached = cached + sums.from_cache, \
-             simulated = tasks.simulated OR sums.simulated, updated_at = now(), \
-             waiting = NULL, waiting_since = NULL \
-           FROM sums WHERE id = $1 AND sums.numbers > 0), \
-         ch AS ( \
-           UPDATE task_chunks SET answered = answered + sums.numbers \
-           FROM sums WHERE task_id = $1 AND chunk_no = $2 AND sums.numbers > 0), \
-         fresh AS ( \
-           INSERT INTO number_cache AS nc (number, outcome, jid, lid, business, simulated, \
-             account_id, checked_at, details_at, signature, status_update, has_picture, privacy) \
-           SELECT number, outcome, jid, lid, business, simulated, account_id, now(), \
-             CASE WHEN details THEN now() END, signature, status_update, has_picture, privacy \
-           FROM v WHERE NOT cached AND outcome IN ('yes', 'no') \
-             AND account_id IN (SELECT id FROM accounts WHERE owner_id IS NULL) \
-           ORDER BY number \
-           ON CONFLICT (number) DO UPDATE SET \
-             details_at = CASE WHEN EXCLUDED.details_at IS NOT NULL THEN EXCLUDED.details_at \
-               WHEN (nc.outcome, nc.simulated) = (EXCLUDED.outcome, EXCLUDED.simulated) \
-               THEN nc.details_at END, \
-             signature = CASE WHEN EXCLUDED.details_at IS NOT NULL THEN EXCLUDED.signature \
-               WHEN (nc.outcome, nc.simulated) = (EXCLUDED.outcome, EXCLUDED.simulated) \
-               THEN nc.signature END, \
-             status_update = CASE WHEN EXCLUDED.details_at IS NOT NULL \
-               THEN EXCLUDED.status_update \
-               WHEN (nc.outcome, nc.simulated) = (EXCLUDED.outcome, EXCLUDED.simulated) \
-               THEN nc.status_update END, \
-             has_picture = CASE WHEN EXCLUDED.details_at IS NOT NULL THEN EXCLUDED.has_picture \
-               WHEN (nc.outcome, nc.simulated) = (EXCLUDED.outcome, EXCLUDED.simulated) \
-               THEN nc.has_picture END, \
-             privacy = CASE WHEN EXCLUDED.details_at IS NOT NULL THEN EXCLUDED.privacy \
-               WHEN (nc.outcome, nc.simulated) = (EXCLUDED.outcome, EXCLUDED.simulated) \
-               THEN nc.privacy END, \
-             business = coalesce(EXCLUDED.business, CASE WHEN \
-               (nc.outcome, nc.simulated) = (EXCLUDED.outcome, EXCLUDED.simulated) \
-               THEN nc.business END), \
-             outcome = EXCLUDED.outcome, jid = EXCLUDED.jid, lid = EXCLUDED.lid, \
-             simulated = EXCLUDED.simulated, account_id = EXCLUDED.account_id, \
-             checked_at = EXCLUDED.checked_at \
-           WHERE nc.simulated OR NOT EXCLUDED.simulated), \
-         used AS ( \
-           INSERT INTO account_usage (account_id, task_id, user_id, checks, details, calls) \
-           SELECT $17, $1, (SELECT user_id FROM tasks WHERE id = $1), $18, $19, $20 \
-           WHERE $17 IS NOT NULL AND $20 > 0) \
-         SELECT coalesce((SELECT numbers FROM sums), 0)",
-    )
-    .bind(task.to_string())
-    .bind(chunk)
-    .bind(&idx)
-    .bind(&outcome)
-    .bind(&reason)
-    .bind(&jid)
-    .bind(&lid)
-    .bind(&business)
-    .bind(&signature)
-    .bind(&status_update)
-    .bind(&has_picture)
-    .bind(&privacy)
-    .bind(&account)
-    .bind(&cached)
-    .bind(&simulated)
-    .bind(&details)
-    .bind(u_account)
-    .bind(u_checks)
-    .bind(u_details)
-    .bind(u_calls)
-    .fetch_one(pool)
-    .await?;
+    let task_id = task.to_string();
+    let q = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+        .bind(&task_id)
+        .bind(chunk);
+    let row = columns
+        .bind(q)
+        .bind(u_account)
+        .bind(u_checks)
+        .bind(u_details)
+        .bind(u_calls)
+        .fetch_one(pool)
+        .await?;
+    let updated: i64 = row.try_get(0)?;
     Ok(updated as u64)
 }
 

@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod cache;
 pub mod chunks;
+pub mod history;
 pub mod keys;
 pub mod lifecycle;
 pub mod literal;

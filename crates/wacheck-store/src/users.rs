@@ -134,8 +134,8 @@ pub async fn set_limits(pool: &PgPool, id: &str, l: UserLimits) -> Result<bool> 
     Ok(r.rows_affected() == 1)
 }
 
-/// What a user's quotas have used: input rows of tasks created today (UTC), and tasks still
-/// being checked.
+/// What a user's quotas have used: input rows of tasks created today (UTC) and numbers
+/// checked one by one today, and tasks still being checked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct QuotaUse {
     pub numbers_today: u64,
@@ -144,11 +144,13 @@ pub struct QuotaUse {
 
 pub async fn quota_use(conn: impl sqlx::PgExecutor<'_>, id: &str) -> Result<QuotaUse> {
     let (numbers, running): (i64, i64) = sqlx::query_as(
-        "SELECT coalesce(sum(total) FILTER (WHERE created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'), 0)::bigint, \
+        "WITH today AS (SELECT date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS t) \
+         SELECT (coalesce(sum(total) FILTER (WHERE created_at >= (SELECT t FROM today)), 0) \
+                 + (SELECT count(*) FROM check_history \
+                    WHERE user_id = $1 AND created_at >= (SELECT t FROM today)))::bigint, \
            count(*) FILTER (WHERE status IN ('pending', 'processing')) \
          FROM tasks WHERE user_id = $1 \
-           AND (status IN ('pending', 'processing') \
-                OR created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')",
+           AND (status IN ('pending', 'processing') OR created_at >= (SELECT t FROM today))",
     )
     .bind(id)
     .fetch_one(conn)

@@ -48,7 +48,28 @@ pub struct Effort {
     pub call_timeout: Duration,
     /// Give the work back after waiting this long without any account that could take it.
     pub handoff: Duration,
+    /// Give up waiting for budget at this time (single-number requests answer 429 then).
+    pub deadline: Option<Instant>,
     pub cache: CacheSettings,
+}
+
+impl Effort {
+    /// The pipeline's retry settings with the cache; no deadline.
+    pub fn new(
+        p: &crate::pipeline::PipelineSettings,
+        cache: &CacheSettings,
+        handoff: Duration,
+    ) -> Self {
+        Effort {
+            max_attempts: p.max_attempts.max(1),
+            retry_base: Duration::from_millis(p.retry_base_ms),
+            retry_max: Duration::from_millis(p.retry_max_ms),
+            call_timeout: Duration::from_millis(p.call_timeout_ms.max(1)),
+            handoff,
+            deadline: None,
+            cache: cache.clone(),
+        }
+    }
 }
 
 /// Whose numbers, and what to find out.
@@ -59,6 +80,8 @@ pub struct Request<'a> {
     /// Also the about text, its date and the picture flag of numbers on WhatsApp.
     pub details: bool,
     pub use_cache: bool,
+    /// Only this account may answer (a client named it).
+    pub only: Option<&'a str>,
 }
 
 /// Where answers go.
@@ -83,9 +106,9 @@ pub trait Sink: Send {
 pub enum Finished {
     /// Every number has an answer in the sink.
     Done,
-    /// No account could take the rest of the work for a while: the caller gives it back to
-    /// be tried again later (by any worker), freeing its slot meanwhile.
-    Parked,
+    /// No account could take the rest of the work for a while (or before the deadline): the
+    /// caller gives it back to be tried again later, after about `retry_after`.
+    Parked { retry_after: Duration },
 }
 
 /// Per-number tries: failed calls and rate limits.
@@ -260,17 +283,29 @@ impl Checker<'_> {
         details: bool,
         prefer: Option<&str>,
         sink: &mut dyn Sink,
-    ) -> Option<Grant> {
+    ) -> Result<Grant, Duration> {
         let mut since: Option<Instant> = None;
         loop {
-            match self.pool.try_acquire(req.user, want, details, prefer).await {
+            let past = |wait: Duration| {
+                self.effort
+                    .deadline
+                    .is_some_and(|d| Instant::now() + wait.min(Duration::from_secs(1)) > d)
+            };
+            match self
+                .pool
+                .try_acquire(req.user, want, details, prefer, req.only)
+                .await
+            {
                 Ok(g) => {
                     if since.is_some() {
                         sink.waiting(None).await;
                     }
-                    return Some(g);
+                    return Ok(g);
                 }
                 Err(NoGrant::Busy { wait }) => {
+                    if past(wait) {
+                        return Err(wait);
+                    }
                     tokio::time::sleep(
                         wait.clamp(Duration::from_millis(1), Duration::from_secs(1)),
                     )
@@ -279,11 +314,12 @@ impl Checker<'_> {
                 Err(NoGrant::NoAccount { reason, .. }) => {
                     let started = *since.get_or_insert_with(Instant::now);
                     sink.waiting(Some(&reason)).await;
-                    if started.elapsed() >= self.effort.handoff {
-                        return None;
+                    let nap = Duration::from_millis(self.pool.settings.refresh_ms.max(10))
+                        .min(Duration::from_secs(1));
+                    if started.elapsed() >= self.effort.handoff || past(nap) {
+                        return Err(Duration::from_secs(self.pool.settings.park_secs.max(1)));
                     }
-                    let nap = Duration::from_millis(self.pool.settings.refresh_ms.max(10));
-                    tokio::time::sleep(nap.min(Duration::from_secs(1))).await;
+                    tokio::time::sleep(nap).await;
                 }
             }
         }
@@ -314,8 +350,9 @@ impl Checker<'_> {
         let mut queue: VecDeque<(E164, Tries)> =
             open.into_iter().map(|n| (n, Tries::default())).collect();
         while !queue.is_empty() {
-            let Some(grant) = self.grant(req, queue.len(), false, None, sink).await else {
-                return Ok(Finished::Parked);
+            let grant = match self.grant(req, queue.len(), false, None, sink).await {
+                Ok(g) => g,
+                Err(retry_after) => return Ok(Finished::Parked { retry_after }),
             };
             let batch: Vec<(E164, Tries)> = queue.drain(..grant.n.min(queue.len())).collect();
             let account = grant.account.clone();
@@ -381,8 +418,8 @@ impl Checker<'_> {
             for (other, s) in d.tally.others(&id) {
                 sink.spent(other, s).await?;
             }
-            if d.parked {
-                return Ok(Finished::Parked);
+            if let Some(retry_after) = d.parked {
+                return Ok(Finished::Parked { retry_after });
             }
         }
         Ok(Finished::Done)
@@ -401,7 +438,7 @@ impl Checker<'_> {
         let mut out = Detailed {
             tally: Tally::default(),
             answered: vec![false; nums.len()],
-            parked: false,
+            parked: None,
         };
         let mut queue: VecDeque<(usize, Tries)> = (0..nums.len())
             .filter(|&i| outcomes[i].whatsapp == Some(WhatsApp::Yes))
@@ -409,12 +446,15 @@ impl Checker<'_> {
             .collect();
         let prefer = checked_by.id();
         while !queue.is_empty() {
-            let Some(grant) = self
+            let grant = match self
                 .grant(req, queue.len(), true, Some(&prefer), sink)
                 .await
-            else {
-                out.parked = true;
-                return out;
+            {
+                Ok(g) => g,
+                Err(retry_after) => {
+                    out.parked = Some(retry_after);
+                    return out;
+                }
             };
             let account = grant.account.clone();
             let batch: Vec<(usize, Tries)> = queue.drain(..grant.n.min(queue.len())).collect();
@@ -457,8 +497,8 @@ struct Detailed {
     tally: Tally,
     /// Per number: its details call answered, or was given up (a `yes` is complete).
     answered: Vec<bool>,
-    /// No account could take the rest: the chunk is given back.
-    parked: bool,
+    /// No account could take the rest: the work is given back (try again after this).
+    parked: Option<Duration>,
 }
 
 /// Detail-call budget spent per account.

@@ -94,10 +94,6 @@ impl PipelineSettings {
     fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_secs.max(1))
     }
-
-    fn call_timeout(&self) -> Duration {
-        Duration::from_millis(self.call_timeout_ms.max(1))
-    }
 }
 
 /// Tasks this process is checking, each with a flag raised when the task is cancelled.
@@ -263,6 +259,7 @@ impl Pipeline {
             user: Some(&claim.user_id),
             details: claim.kind == TaskKind::Detail,
             use_cache: claim.use_cache,
+            only: None,
         };
         let effort = self.effort();
         let checker = Checker {
@@ -284,7 +281,7 @@ impl Pipeline {
         drop(watch);
         match checked {
             Ok(Finished::Done) => {}
-            Ok(Finished::Parked) => {
+            Ok(Finished::Parked { .. }) => {
                 let rest = Duration::from_secs(self.accounts.settings.park_secs.max(1));
                 info!(?rest, "no account could take this chunk: parked");
                 lifecycle::park(&self.pool, task, chunk, &owner, rest).await?;
@@ -338,15 +335,8 @@ impl Pipeline {
 
     /// How hard checks try, from the settings.
     fn effort(&self) -> Effort {
-        let s = &self.settings;
-        Effort {
-            max_attempts: s.max_attempts.max(1),
-            retry_base: Duration::from_millis(s.retry_base_ms),
-            retry_max: Duration::from_millis(s.retry_max_ms),
-            call_timeout: s.call_timeout(),
-            handoff: Duration::from_secs(self.accounts.settings.handoff_secs),
-            cache: self.cache.clone(),
-        }
+        let handoff = Duration::from_secs(self.accounts.settings.handoff_secs);
+        Effort::new(&self.settings, &self.cache, handoff)
     }
 
     /// One reconciler pass: give up chunks nobody could finish, re-push lost work, keep

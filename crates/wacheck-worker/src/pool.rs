@@ -486,20 +486,22 @@ impl Pool {
     }
 
     /// Room for up to `want` numbers (check calls, or detail calls) on a healthy account
-    /// `user` may use. Accounts take turns; but while `prefer` is healthy, only it is asked
-    /// (the details of a number come from the account that checked it).
+    /// `user` may use (only the account `only`, when given). Accounts take turns; but while
+    /// `prefer` is healthy, only it is asked (the details of a number come from the account
+    /// that checked it).
     pub async fn try_acquire(
         &self,
         user: Option<&str>,
         want: usize,
         details: bool,
         prefer: Option<&str>,
+        only: Option<&str>,
     ) -> Result<Grant, NoGrant> {
         let now = Utc::now();
         let eligible: Vec<Arc<Account>> = self
             .all()
             .into_iter()
-            .filter(|a| a.usable_by(user))
+            .filter(|a| a.usable_by(user) && only.is_none_or(|o| a.record().id == o))
             .collect();
         let mut healthy: Vec<&Arc<Account>> = eligible
             .iter()

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{App as HttpApp, HttpServer, web};
 use anyhow::Context;
@@ -154,6 +155,11 @@ impl App {
                 ),
                 rate: Arc::new(RateLimiter::new(queue.connection(), &config.redis_prefix)),
                 limits: config.limits.clone(),
+                effort: wacheck_worker::check::Effort::new(
+                    &config.pipeline,
+                    &config.cache,
+                    Duration::from_millis(config.api.check_max_wait_ms),
+                ),
             };
             let data = web::Data::new(state);
             let http = HttpServer::new(move || {

@@ -29,6 +29,11 @@ pub enum AccountsCommand {
     },
     /// Remove an account (a native account's session file stays in `native_dir`).
     Remove { name: String },
+    /// Give an account another name: the session id a Walytic client sends, or the stream
+    /// id of a CommBox client.
+    Alias { name: String, alias: String },
+    /// Remove a name of an account.
+    Unalias { name: String, alias: String },
     /// What a task cost each account.
     Usage {
         #[arg(long)]
@@ -150,6 +155,20 @@ pub async fn run(
             )
         }
         AccountsCommand::Remove { name } => found(accounts::remove(db, &name).await?, &name),
+        AccountsCommand::Alias { name, alias } => {
+            accounts::get(db, &name)
+                .await?
+                .with_context(|| format!("no account `{name}`"))?;
+            anyhow::ensure!(
+                accounts::add_alias(db, &alias, &name).await?,
+                "`{alias}` names another account already"
+            );
+            eprintln!("done");
+            Ok(())
+        }
+        AccountsCommand::Unalias { name, alias } => {
+            found(accounts::remove_alias(db, &alias, &name).await?, &name)
+        }
         AccountsCommand::Usage { task } => {
             let id: TaskId = task.parse().context("not a task id")?;
             println!(

@@ -30,7 +30,7 @@ async fn drain(env: &TestEnv, want: usize) -> (Vec<usize>, NoGrant) {
     let pool = &env.app().accounts;
     let mut sizes = Vec::new();
     loop {
-        match pool.try_acquire(None, want, false, None).await {
+        match pool.try_acquire(None, want, false, None, None).await {
             Ok(g) => sizes.push(g.n),
             Err(e) => return (sizes, e),
         }
@@ -154,7 +154,7 @@ async fn a_burst_of_throttles_is_one_strike_and_late_answers_do_not_end_it() {
         "one strike: the base cool-down of 0.5 s, not 2^4 times it ({left})"
     );
     assert!(matches!(
-        pool.try_acquire(None, 10, false, None).await,
+        pool.try_acquire(None, 10, false, None, None).await,
         Err(NoGrant::NoAccount { .. })
     ));
     // A sixth call, sent before the throttling began, answers: the cool-down stands.
@@ -162,7 +162,7 @@ async fn a_burst_of_throttles_is_one_strike_and_late_answers_do_not_end_it() {
     assert_eq!(state_of(&env, "busy").await.0, "cooling_down");
     // After it, the first answer puts the account back and forgives the strike.
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(pool.try_acquire(None, 10, false, None).await.is_ok());
+    assert!(pool.try_acquire(None, 10, false, None, None).await.is_ok());
     pool.report_success(&account).await.unwrap();
     let (state, strikes, reason) = state_of(&env, "busy").await;
     assert_eq!((state.as_str(), strikes), ("connected", 0));

@@ -1,0 +1,225 @@
+//! Checking numbers within a request (the single-number routes of every API family): the
+//! caller's quota, the account pool with its budgets and the cache, waiting for budget up to
+//! `api.check_max_wait_ms`, and the caller's history.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use wacheck_core::{AccountState, E164, Normalizer, Outcome, WhatsApp};
+use wacheck_store::accounts::{self, AccountRecord, Spent};
+use wacheck_store::history::{self, NewEntry};
+use wacheck_worker::check::{Checker, Finished, Request, Sink};
+
+use crate::auth::AuthUser;
+use crate::{ApiError, AppState};
+
+/// One number as checked.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// As given.
+    pub input: String,
+    /// `None` when it is not a valid number.
+    pub e164: Option<E164>,
+    /// `whatsapp` is `Invalid` for an invalid number.
+    pub outcome: Outcome,
+    /// The history entry of this check.
+    pub id: String,
+}
+
+impl Checked {
+    pub fn whatsapp(&self) -> WhatsApp {
+        self.outcome.whatsapp.unwrap_or(WhatsApp::Unknown)
+    }
+}
+
+/// Where the numbers are checked and recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct Route<'a> {
+    /// `api`, `walytic` or `commbox`.
+    pub source: &'a str,
+    /// The session or stream the client named (the account that must answer).
+    pub session: Option<&'a str>,
+    pub account: Option<&'a str>,
+    pub details: bool,
+}
+
+/// Answers stay in memory for the response; budget goes to the usage log.
+struct Collect<'a> {
+    pool: &'a sqlx::PgPool,
+    user: &'a str,
+    answers: HashMap<u64, Outcome>,
+}
+
+#[async_trait]
+impl Sink for Collect<'_> {
+    async fn store(
+        &mut self,
+        rows: &[(E164, Outcome)],
+        spent: Option<(&str, &Spent)>,
+    ) -> anyhow::Result<()> {
+        for (n, o) in rows {
+            self.answers.insert(n.key(), o.clone());
+        }
+        wacheck_store::cache::remember(self.pool, rows).await?;
+        if let Some((account, spent)) = spent {
+            self.spent(account, spent).await?;
+        }
+        Ok(())
+    }
+
+    async fn spent(&mut self, account: &str, spent: &Spent) -> anyhow::Result<()> {
+        accounts::record_spent(self.pool, None, Some(self.user), account, spent).await?;
+        Ok(())
+    }
+
+    async fn error(&mut self, _why: &str) {}
+
+    async fn waiting(&mut self, _why: Option<&str>) {}
+}
+
+/// The account a client named (an alias or an account id) if the caller may use it.
+pub async fn named_account(
+    state: &AppState,
+    user: &AuthUser,
+    name: &str,
+) -> Result<Option<AccountRecord>, ApiError> {
+    Ok(accounts::resolve(&state.pool, name)
+        .await?
+        .filter(|a| a.owner.is_none() || a.owner.as_deref() == Some(user.id.as_str())))
+}
+
+/// Why a named account cannot answer now, if it cannot (a cool-down is waited out instead).
+pub fn unavailable(a: &AccountRecord) -> Option<String> {
+    if a.paused {
+        return Some(format!("the account `{}` is paused", a.id));
+    }
+    match a.state {
+        AccountState::Connected | AccountState::CoolingDown => None,
+        AccountState::Banned if a.cool_until.is_some_and(|t| t <= chrono::Utc::now()) => None,
+        state => Some(format!(
+            "the account `{}` is not connected ({state}{})",
+            a.id,
+            a.state_reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        )),
+    }
+}
+
+/// Checks `inputs` for `user` and records them in the user's history. Invalid numbers are
+/// answered at once; valid ones from the cache or an account. When no account has budget
+/// within the wait, the answers obtained are kept (cache, history) and the request answers 429.
+pub async fn check_now(
+    state: &AppState,
+    user: &AuthUser,
+    inputs: &[String],
+    region: Option<&str>,
+    route: Route<'_>,
+) -> Result<Vec<Checked>, ApiError> {
+    let normalizer = Normalizer::new(region)
+        .map_err(|e| ApiError::bad("invalid_default_region", e.to_string()))?;
+    let quota = crate::ingest::quota_of(user);
+    if quota.numbers_per_day > 0 {
+        let used = wacheck_store::users::quota_use(&state.pool, &user.id).await?;
+        let daily = wacheck_store::tasks::Quota {
+            max_concurrent_tasks: 0,
+            ..quota
+        };
+        daily
+            .check(used, inputs.len() as u64)
+            .map_err(crate::ingest::quota_error)?;
+    }
+    // What goes to the history: as given, but without NUL characters and at most as long as
+    // any cell kept.
+    let inputs: Vec<String> = inputs
+        .iter()
+        .map(|i| {
+            i.replace('\0', "\u{fffd}")
+                .chars()
+                .take(wacheck_core::input::MAX_RAW_CHARS)
+                .collect()
+        })
+        .collect();
+    let numbers: Vec<Option<E164>> = inputs.iter().map(|i| normalizer.normalize(i)).collect();
+    let mut distinct: Vec<E164> = numbers.iter().flatten().cloned().collect();
+    distinct.sort_by_key(E164::key);
+    distinct.dedup_by_key(|n| n.key());
+
+    let wait = Duration::from_millis(state.api.check_max_wait_ms);
+    let mut effort = state.effort.clone();
+    effort.handoff = wait;
+    effort.deadline = Some(Instant::now() + wait);
+    let checker = Checker {
+        pool: &state.accounts,
+        effort: &effort,
+    };
+    let req = Request {
+        user: Some(&user.id),
+        details: route.details,
+        use_cache: true,
+        only: route.account,
+    };
+    let mut sink = Collect {
+        pool: &state.pool,
+        user: &user.id,
+        answers: HashMap::new(),
+    };
+    let finished = checker
+        .check_all(req, distinct, &mut sink)
+        .await
+        .map_err(ApiError::Internal)?;
+
+    let mut checked: Vec<Checked> = inputs
+        .iter()
+        .zip(numbers)
+        .map(|(input, e164)| {
+            let outcome = match &e164 {
+                None => Some(Outcome {
+                    whatsapp: Some(WhatsApp::Invalid),
+                    ..Default::default()
+                }),
+                Some(n) => sink.answers.get(&n.key()).cloned(),
+            };
+            (input, e164, outcome)
+        })
+        .filter_map(|(input, e164, outcome)| {
+            outcome.map(|outcome| Checked {
+                input: input.clone(),
+                e164,
+                outcome,
+                id: String::new(),
+            })
+        })
+        .collect();
+    let entries: Vec<NewEntry<'_>> = checked
+        .iter()
+        .map(|c| NewEntry {
+            input: &c.input,
+            e164: c.e164.as_ref().map(E164::as_str),
+            outcome: c.whatsapp().as_str(),
+            account_id: c.outcome.account.as_deref(),
+            cached: c.outcome.cached,
+        })
+        .collect();
+    let ids = history::record(&state.pool, &user.id, route.source, route.session, &entries).await?;
+    for (c, id) in checked.iter_mut().zip(ids) {
+        c.id = id;
+    }
+    match finished {
+        Finished::Done => Ok(checked),
+        Finished::Parked { retry_after } => {
+            let left = inputs.len() - checked.len();
+            Err(ApiError::TooManyRequests {
+                code: "no_budget",
+                message: format!(
+                    "no WhatsApp account had budget for {left} of the numbers within {} s \
+                     (those answered are cached and in your history); retry later",
+                    wait.as_secs()
+                ),
+                retry_after: retry_after.as_secs().max(1),
+            })
+        }
+    }
+}
