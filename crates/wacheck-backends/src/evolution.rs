@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use wacheck_core::E164;
 
 use crate::http::{GatewaySettings, excerpt, parse_json, retry_after, transport_error};
-use crate::{AccountDown, BackendError, CheckBackend, CheckResult, Details, Presence};
+use crate::{AccountDown, BackendError, CheckBackend, CheckResult, Contact, Details, Presence};
 
 const NAME: &str = "Evolution API";
 /// Numbers per check call unless the account's settings say otherwise.
@@ -99,11 +99,12 @@ impl EvolutionBackend {
         format!("{}{path}/{}", self.settings.base(), self.settings.session)
     }
 
-    async fn profile(&self, n: &E164) -> Result<Details, BackendError> {
+    async fn profile(&self, c: &Contact) -> Result<Details, BackendError> {
+        let n = &c.number;
         let req = self
             .http
             .post(self.url("/chat/fetchProfile"))
-            .json(&json!({ "number": n.digits() }));
+            .json(&json!({ "number": c.user() }));
         let a = self.send(req).await?;
         if a.status == 400 && not_on_whatsapp(&a.body) {
             // Gone from WhatsApp since the check: nothing to tell.
@@ -232,8 +233,8 @@ impl CheckBackend for EvolutionBackend {
     }
 
     fn details_batch(&self) -> usize {
-        // One fetchProfile per number; a few per call keeps a call short.
-        10
+        // One fetchProfile per number: a call is one request, inside the call timeout.
+        1
     }
 
     async fn check(&self, numbers: &[E164]) -> Result<Vec<CheckResult>, BackendError> {
@@ -250,10 +251,10 @@ impl CheckBackend for EvolutionBackend {
         Ok(match_answers(numbers, answers))
     }
 
-    async fn details(&self, numbers: &[E164]) -> Result<Vec<Details>, BackendError> {
-        let mut out = Vec::with_capacity(numbers.len());
-        for n in numbers {
-            out.push(self.profile(n).await?);
+    async fn details(&self, contacts: &[Contact]) -> Result<Vec<Details>, BackendError> {
+        let mut out = Vec::with_capacity(contacts.len());
+        for c in contacts {
+            out.push(self.profile(c).await?);
         }
         Ok(out)
     }

@@ -38,6 +38,33 @@ pub struct CheckResult {
     pub presence: Presence,
 }
 
+/// A number on WhatsApp and the JID the server answered for it. Detail queries address that
+/// JID: it can differ from the number (Brazil's ninth digit), and the server knows the contact
+/// by it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    pub number: E164,
+    pub jid: Option<String>,
+}
+
+impl Contact {
+    /// The user part of the server's JID (`5511987654321` of `5511987654321@c.us`), or the
+    /// number's digits when there is none.
+    pub fn user(&self) -> &str {
+        self.jid
+            .as_deref()
+            .and_then(|j| j.split(['@', ':']).next())
+            .filter(|u| !u.is_empty() && u.bytes().all(|b| b.is_ascii_digit()))
+            .unwrap_or(self.number.digits())
+    }
+}
+
+impl From<E164> for Contact {
+    fn from(number: E164) -> Self {
+        Contact { number, jid: None }
+    }
+}
+
 /// Profile details of a number that is on WhatsApp. `None` means the backend does not know.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Details {
@@ -112,10 +139,32 @@ pub trait CheckBackend: Send + Sync + 'static {
     /// Checks many numbers in one call; one result per number, in order.
     async fn check(&self, numbers: &[E164]) -> Result<Vec<CheckResult>, BackendError>;
     /// Profile details of numbers on WhatsApp; one result per number, in order.
-    async fn details(&self, numbers: &[E164]) -> Result<Vec<Details>, BackendError>;
+    async fn details(&self, contacts: &[Contact]) -> Result<Vec<Details>, BackendError>;
     /// Asks whether the account works, without spending check budget (a gateway's session
     /// state). `Ok` when it does; an `Account` error says why not.
     async fn probe(&self) -> Result<(), BackendError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_contact_is_addressed_by_the_servers_jid() {
+        let number = E164::from_canonical("+5511987654321").unwrap();
+        let contact = |jid: Option<&str>| Contact {
+            number: number.clone(),
+            jid: jid.map(str::to_owned),
+        };
+        assert_eq!(contact(Some("551187654321@c.us")).user(), "551187654321");
+        assert_eq!(
+            contact(Some("551187654321:12@s.whatsapp.net")).user(),
+            "551187654321"
+        );
+        assert_eq!(contact(None).user(), "5511987654321");
+        assert_eq!(contact(Some("@c.us")).user(), "5511987654321");
+        assert_eq!(contact(Some("not-a-jid")).user(), "5511987654321");
     }
 }

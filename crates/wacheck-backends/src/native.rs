@@ -30,7 +30,7 @@ use whatsapp_rust::usync::{
 };
 use whatsapp_rust::{ContactError, IsOnWhatsAppResult, Jid};
 
-use crate::{AccountDown, BackendError, CheckBackend, CheckResult, Details, Presence};
+use crate::{AccountDown, BackendError, CheckBackend, CheckResult, Contact, Details, Presence};
 
 /// Numbers per query unless the account's settings say otherwise.
 pub const DEFAULT_BATCH: usize = 50;
@@ -416,10 +416,10 @@ impl CheckBackend for NativeBackend {
         Ok(match_registrations(numbers, &regs))
     }
 
-    async fn details(&self, numbers: &[E164]) -> Result<Vec<Details>, BackendError> {
-        let users = numbers
+    async fn details(&self, contacts: &[Contact]) -> Result<Vec<Details>, BackendError> {
+        let users = contacts
             .iter()
-            .map(|n| UsyncUser::from_jid(Jid::pn(n.digits())))
+            .map(|c| UsyncUser::from_jid(Jid::pn(c.user())))
             .collect();
         let protocols = vec![
             UsyncProtocol::Status,
@@ -444,14 +444,16 @@ impl CheckBackend for NativeBackend {
                 backoff: e.backoff.map(|s| Duration::from_secs(u64::from(s))),
             });
         }
-        Ok(numbers
+        Ok(contacts
             .iter()
-            .map(|n| {
+            .map(|c| {
                 let user = answer.users.iter().find(|u| {
                     let pn = u.pn_jid.as_ref().or(u.id.as_ref().filter(|j| j.is_pn()));
-                    pn.is_some_and(|j| same_number(n.digits(), &j.user))
+                    pn.is_some_and(|j| {
+                        j.user == c.user() || same_number(c.number.digits(), &j.user)
+                    })
                 });
-                user_details(n, user)
+                user_details(&c.number, user)
             })
             .collect())
     }

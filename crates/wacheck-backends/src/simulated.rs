@@ -17,7 +17,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use wacheck_core::E164;
 
-use crate::{BackendError, CheckBackend, CheckResult, Details, Presence};
+use crate::{BackendError, CheckBackend, CheckResult, Contact, Details, Presence};
 
 pub const SIGNATURES: [&str; 5] = [
     "Hey there! I am using WhatsApp.",
@@ -323,18 +323,18 @@ impl CheckBackend for SimulatedBackend {
             .collect())
     }
 
-    async fn details(&self, numbers: &[E164]) -> Result<Vec<Details>, BackendError> {
+    async fn details(&self, contacts: &[Contact]) -> Result<Vec<Details>, BackendError> {
         self.detail_lookups
-            .fetch_add(numbers.len() as u64, Ordering::Relaxed);
+            .fetch_add(contacts.len() as u64, Ordering::Relaxed);
         let malformed = self.call().await?;
         let answered = if malformed {
-            &numbers[..numbers.len().saturating_sub(1)]
+            &contacts[..contacts.len().saturating_sub(1)]
         } else {
-            numbers
+            contacts
         };
         Ok(answered
             .iter()
-            .map(|n| {
+            .map(|Contact { number: n, .. }| {
                 let c = &self.config;
                 let r = rule_with_privacy(n.as_str(), c.registered_percent, c.hidden_percent);
                 Details {

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::http::{GatewaySettings, excerpt, parse_json, retry_after, transport_error};
-use crate::{AccountDown, BackendError, CheckBackend, CheckResult, Details, Presence};
+use crate::{AccountDown, BackendError, CheckBackend, CheckResult, Contact, Details, Presence};
 use wacheck_core::E164;
 
 const NAME: &str = "WAHA";
@@ -224,14 +224,14 @@ impl CheckBackend for WahaBackend {
         Ok(out)
     }
 
-    async fn details(&self, numbers: &[E164]) -> Result<Vec<Details>, BackendError> {
-        let mut out = Vec::with_capacity(numbers.len());
-        for n in numbers {
-            let contact = format!("{}@c.us", n.digits());
+    async fn details(&self, contacts: &[Contact]) -> Result<Vec<Details>, BackendError> {
+        let mut out = Vec::with_capacity(contacts.len());
+        for c in contacts {
+            let contact = format!("{}@c.us", c.user());
             let (about, about_hidden) = self.about(&contact).await?;
             let has_picture = self.picture(&contact).await?;
             out.push(Details {
-                number: Some(n.clone()),
+                number: Some(c.number.clone()),
                 about,
                 about_set_at: None,
                 about_hidden,

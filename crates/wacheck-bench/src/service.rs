@@ -128,6 +128,8 @@ impl Service {
         config.rate = Default::default(); // no rate limit: the pipeline alone is measured
         config.sim = Default::default();
         config.api = Default::default();
+        config.limits = Default::default();
+        config.limits.requests_per_minute = 0; // no request limit unless a case sets one
         let mut s = Service {
             config,
             key: String::new(),
@@ -167,7 +169,7 @@ impl Service {
         c
     }
 
-    fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = self
             .command()
             .arg("--config")

@@ -65,6 +65,9 @@ pub struct EndToEnd {
 
 #[derive(Debug, Clone, Default)]
 pub struct Polling {
+    /// Whether each request's key was checked against a request limit in Redis (one far
+    /// above the load, so that nothing is refused).
+    pub rate_limited: bool,
     pub connections: u64,
     pub target_rps: u64,
     pub rps: f64,
@@ -85,7 +88,7 @@ pub struct Results {
     pub ingest_big: Stat,
     pub ingest_small: Stat,
     pub end_to_end: Vec<EndToEnd>,
-    pub polling: Polling,
+    pub polling: Vec<Polling>,
     pub took: Duration,
 }
 
@@ -267,8 +270,10 @@ impl Suite {
             });
         }
 
-        eprintln!("status polling");
-        r.polling = self.polling(svc)?;
+        eprintln!("status polling, no request limit");
+        r.polling.push(self.polling(svc, false)?);
+        eprintln!("status polling, request limit checked in Redis");
+        r.polling.push(self.polling(svc, true)?);
         Ok(())
     }
 
@@ -345,8 +350,19 @@ impl Suite {
         Ok(e)
     }
 
-    /// Status GETs of one task under wrk: paced to 2,000 requests/s, then as fast as it goes.
-    fn polling(&self, svc: &mut Service) -> anyhow::Result<Polling> {
+    /// Status GETs of one task under wrk: paced to 2,000 requests/s, then as fast as it goes;
+    /// `rate_limited`: the key has a request limit (100,000/s), checked in Redis per request.
+    fn polling(&self, svc: &mut Service, rate_limited: bool) -> anyhow::Result<Polling> {
+        let per_minute = if rate_limited { "6000000" } else { "0" };
+        svc.cli(&[
+            "users",
+            "limits",
+            service::USER,
+            "--requests-per-minute",
+            per_minute,
+            "--request-burst",
+            "100000",
+        ])?;
         let api = svc.spawn("api")?;
         let port = api.port.expect("api port");
         let small = self.file(1_000, Format::Csv)?;
@@ -371,6 +387,7 @@ impl Suite {
         )?;
         std::fs::write(&unpaced, &headers)?;
         let mut p = Polling {
+            rate_limited,
             connections,
             target_rps: target,
             ..Default::default()

@@ -4,7 +4,7 @@
 //! so a test can tell every answer in advance; faults, logouts and pairing are switched on by
 //! the test.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,6 +54,11 @@ pub struct Gateway {
     pub detail_calls: AtomicU64,
 }
 
+/// Numbers answered with a JID other than their digits, by that JID's user part: one
+/// directory behind every gateway, as WhatsApp is one service behind all of them.
+static RENAMED: std::sync::LazyLock<Mutex<HashMap<String, String>>> =
+    std::sync::LazyLock::new(Mutex::default);
+
 impl Gateway {
     fn new(key: &str, session: &str, registered_percent: u8, hidden_percent: u8) -> Arc<Self> {
         Arc::new(Gateway {
@@ -90,6 +95,26 @@ impl Gateway {
 
     pub fn answered_numbers(&self) -> Vec<String> {
         self.answered.lock().expect("answered").clone()
+    }
+
+    /// The user part of the JID a check answers `digits` with; the server remembers it.
+    fn jid_user(&self, digits: &str) -> String {
+        let user = whatsapp_user(digits);
+        if user != digits {
+            let mut renamed = RENAMED.lock().expect("renamed");
+            renamed.insert(user.clone(), digits.to_owned());
+        }
+        user
+    }
+
+    /// The number a detail request's contact stands for: the server knows a contact by the
+    /// JID it answered with, so a number that came back under another JID is unknown by its
+    /// own digits (`None`).
+    fn contact(&self, user: &str) -> Option<String> {
+        if let Some(d) = RENAMED.lock().expect("renamed").get(user) {
+            return Some(d.clone());
+        }
+        (whatsapp_user(user) == user).then(|| user.to_owned())
     }
 
     fn answer(&self, digits: &str) -> wacheck_backends::simulated::Simulated {
@@ -275,17 +300,20 @@ pub mod waha {
         let d = digits(&phone);
         g.answered.lock().expect("answered").push(format!("+{d}"));
         if g.answer(&d).registered {
-            HttpResponse::Ok().json(
-                json!({"numberExists": true, "chatId": format!("{}@c.us", whatsapp_user(&d))}),
-            )
+            HttpResponse::Ok()
+                .json(json!({"numberExists": true, "chatId": format!("{}@c.us", g.jid_user(&d))}))
         } else {
             HttpResponse::Ok().json(json!({"numberExists": false}))
         }
     }
 
     /// What every detail route does first: count the call, check key, session and faults.
-    /// The contact's digits, or the answer that ends the request.
-    async fn detail_contact(g: &Gateway, req: &HttpRequest) -> Result<String, HttpResponse> {
+    /// The number the contact stands for (`None`: a JID the server does not know), or the
+    /// answer that ends the request.
+    async fn detail_contact(
+        g: &Gateway,
+        req: &HttpRequest,
+    ) -> Result<Option<String>, HttpResponse> {
         g.detail_calls.fetch_add(1, Ordering::Relaxed);
         if let Some(r) = gate(g, req, query(req, "session").as_deref()).await {
             return Err(r);
@@ -293,7 +321,7 @@ pub mod waha {
         if let Some(r) = fault(g, throttled).await {
             return Err(r);
         }
-        Ok(digits(&query(req, "contactId").unwrap_or_default()))
+        Ok(g.contact(&digits(&query(req, "contactId").unwrap_or_default())))
     }
 
     async fn about(g: web::Data<Gateway>, req: HttpRequest) -> HttpResponse {
@@ -301,8 +329,11 @@ pub mod waha {
             Ok(d) => d,
             Err(r) => return r,
         };
-        let a = g.answer(&d);
-        let about = (!a.about_hidden).then_some(a.signature);
+        // An unknown contact has nothing to show, like a hidden one.
+        let about = d
+            .map(|d| g.answer(&d))
+            .filter(|a| !a.about_hidden)
+            .map(|a| a.signature);
         HttpResponse::Ok().json(json!({ "about": about }))
     }
 
@@ -311,10 +342,9 @@ pub mod waha {
             Ok(d) => d,
             Err(r) => return r,
         };
-        let url = g
-            .answer(&d)
-            .has_picture
-            .then(|| format!("https://pps.whatsapp.net/v/t61.24694-24/{d}.jpg"));
+        let url = d
+            .filter(|d| g.answer(d).has_picture)
+            .map(|d| format!("https://pps.whatsapp.net/v/t61.24694-24/{d}.jpg"));
         HttpResponse::Ok().json(json!({ "profilePictureURL": url }))
     }
 
@@ -445,7 +475,7 @@ pub mod evolution {
             let d: String = s.chars().filter(char::is_ascii_digit).collect();
             g.answered.lock().expect("answered").push(format!("+{d}"));
             let a = g.answer(&d);
-            let mut item = json!({"jid": format!("{}@s.whatsapp.net", whatsapp_user(&d)), "exists": a.registered, "number": s});
+            let mut item = json!({"jid": format!("{}@s.whatsapp.net", g.jid_user(&d)), "exists": a.registered, "number": s});
             if a.registered && a.business {
                 item["name"] = json!("Contact");
             }
@@ -476,15 +506,15 @@ pub mod evolution {
             .and_then(Value::as_str)
             .unwrap_or_default();
         let d: String = number.chars().filter(char::is_ascii_digit).collect();
-        let a = g.answer(&d);
+        let a = g.contact(&d).map(|full| g.answer(&full));
         let jid = format!("{d}@s.whatsapp.net");
-        if !a.registered {
+        let Some(a) = a.filter(|a| a.registered) else {
             return error(
                 400,
                 "Bad Request",
                 json!([{"jid": jid, "exists": false, "number": number}]),
             );
-        }
+        };
         let status = if a.about_hidden {
             json!({"status": "", "setAt": "1970-01-01T00:00:00.000Z"})
         } else {

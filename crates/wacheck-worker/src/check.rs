@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
-use wacheck_backends::{BackendError, CheckResult, Details, Presence};
+use wacheck_backends::{BackendError, CheckResult, Contact, Details, Presence};
 use wacheck_core::outcome::ABOUT_HIDDEN;
 use wacheck_core::{E164, Outcome, WhatsApp};
 use wacheck_store::accounts::Spent;
@@ -458,7 +458,13 @@ impl Checker<'_> {
             };
             let account = grant.account.clone();
             let batch: Vec<(usize, Tries)> = queue.drain(..grant.n.min(queue.len())).collect();
-            let wanted: Vec<E164> = batch.iter().map(|&(i, _)| nums[i].clone()).collect();
+            let wanted: Vec<Contact> = batch
+                .iter()
+                .map(|&(i, _)| Contact {
+                    number: nums[i].clone(),
+                    jid: outcomes[i].jid.clone(),
+                })
+                .collect();
             account.jitter().await;
             out.tally.add(&account.id(), wanted.len() as u64);
             let answer = call(

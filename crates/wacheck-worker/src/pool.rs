@@ -775,7 +775,7 @@ impl CheckBackend for Elsewhere {
 
     async fn details(
         &self,
-        _: &[wacheck_core::E164],
+        _: &[wacheck_backends::Contact],
     ) -> Result<Vec<wacheck_backends::Details>, BackendError> {
         Err(BackendError::Transient(
             "this account's session runs in another process".into(),

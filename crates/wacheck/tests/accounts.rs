@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use wacheck::app::Role;
 use wacheck_backends::simulated::rule_with_privacy;
 use wacheck_core::Normalizer;
-use wacheck_testkit::{FakeGateway, Fault, Session};
+use wacheck_testkit::{FakeGateway, Fault, Session, whatsapp_user};
 
 const KEY: &str = "gateway-key";
 const HIDDEN: u8 = 20;
@@ -120,10 +120,14 @@ fn assert_detail_rows(
             } else {
                 "about hidden by privacy settings".into()
             });
+            let user = match kind {
+                "simulated" => e.digits().to_owned(),
+                _ => whatsapp_user(e.digits()),
+            };
             want.push(if kind == "waha" {
-                format!("{}@c.us", e.digits())
+                format!("{user}@c.us")
             } else {
-                format!("{}@s.whatsapp.net", e.digits())
+                format!("{user}@s.whatsapp.net")
             });
         } else {
             want.extend(std::iter::repeat_n(String::new(), 6));
@@ -145,8 +149,8 @@ fn csv_of(raws: &[String]) -> Vec<u8> {
     s.into_bytes()
 }
 
-/// Swiss mobile numbers in several spellings, with duplicates and junk rows.
-fn swiss_numbers(n: usize, seed: u64) -> Vec<String> {
+/// Swiss mobile numbers in several spellings, Brazilian mobiles, duplicates and junk rows.
+fn mixed_numbers(n: usize, seed: u64) -> Vec<String> {
     let mut x = seed;
     let mut out: Vec<String> = Vec::with_capacity(n);
     for i in 0..n {
@@ -165,6 +169,8 @@ fn swiss_numbers(n: usize, seed: u64) -> Vec<String> {
             2 => format!("004179{d:07}"),
             3 if i > 10 => out[i / 2].clone(),
             4 if i % 97 == 0 => "n/a".to_owned(),
+            // Brazilian mobiles: WhatsApp answers most with a JID without the ninth digit.
+            5 if i % 3 == 0 => format!("+55 11 9{}", 80_000_000 + d),
             _ => format!("+41 79 {d:07}"),
         });
     }
@@ -214,7 +220,7 @@ async fn ten_thousand_detail_rows_over_three_accounts_and_three_workers_then_fro
         .map(|_| ServiceProc::spawn(&env.config, "worker"))
         .collect();
 
-    let raws = swiss_numbers(10_000, 11);
+    let raws = mixed_numbers(10_000, 11);
     let started = Instant::now();
     let (id, done) = detail_task(&env, &raws, Duration::from_secs(400)).await;
     note(&format!(

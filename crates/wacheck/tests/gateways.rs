@@ -8,7 +8,9 @@ use std::time::Duration;
 use wacheck_backends::evolution::EvolutionBackend;
 use wacheck_backends::simulated::rule_with_privacy;
 use wacheck_backends::waha::WahaBackend;
-use wacheck_backends::{AccountDown, BackendError, CheckBackend, GatewaySettings, Presence};
+use wacheck_backends::{
+    AccountDown, BackendError, CheckBackend, Contact, GatewaySettings, Presence,
+};
 use wacheck_core::E164;
 use wacheck_testkit::{FakeGateway, Fault, Session, whatsapp_user};
 
@@ -63,7 +65,11 @@ async fn waha_answers_checks_and_details_as_documented() {
                 shortened += usize::from(!jid.starts_with(n.digits()));
                 assert_eq!((lid, business), (&None, &None), "WAHA tells neither");
                 yes += 1;
-                let d = b.details(std::slice::from_ref(n)).await.unwrap();
+                let contact = Contact {
+                    number: n.clone(),
+                    jid: Some(jid.clone()),
+                };
+                let d = b.details(&[contact]).await.unwrap();
                 assert_eq!(d[0].about_hidden, want.about_hidden, "{n}");
                 if want.about_hidden {
                     hidden += 1;
@@ -190,7 +196,10 @@ async fn evolution_answers_many_numbers_per_call_and_profiles() {
                     &format!("{}@s.whatsapp.net", whatsapp_user(n.digits()))
                 );
                 shortened += usize::from(!jid.starts_with(n.digits()));
-                yes.push(n.clone());
+                yes.push(Contact {
+                    number: n.clone(),
+                    jid: Some(jid.clone()),
+                });
             }
             Presence::No => assert!(!want.registered),
             other => panic!("{other:?}"),
@@ -199,7 +208,7 @@ async fn evolution_answers_many_numbers_per_call_and_profiles() {
     assert!(shortened > 0, "the server's JIDs are kept");
     let details = b.details(&yes).await.unwrap();
     let mut hidden = 0;
-    for (n, d) in yes.iter().zip(&details) {
+    for (Contact { number: n, .. }, d) in yes.iter().zip(&details) {
         let want = rule_with_privacy(n.as_str(), 70, 30);
         assert_eq!(d.about_hidden, want.about_hidden, "{n}");
         if want.about_hidden {
@@ -213,12 +222,28 @@ async fn evolution_answers_many_numbers_per_call_and_profiles() {
         assert_eq!(d.has_picture, Some(want.has_picture));
     }
     assert!(hidden > 0 && hidden < yes.len());
+    // The server knows a renamed contact only by its JID: asked by the number's own digits,
+    // it has no profile to give.
+    let renamed = yes
+        .iter()
+        .find(|c| {
+            let visible = !rule_with_privacy(c.number.as_str(), 70, 30).about_hidden;
+            visible && !c.jid.as_deref().unwrap().starts_with(c.number.digits())
+        })
+        .expect("the sample has a renamed contact with a visible about text");
+    let by_digits = b
+        .details(&[Contact::from(renamed.number.clone())])
+        .await
+        .unwrap();
+    assert_eq!(by_digits[0].about, None, "asked by its digits");
+    let by_jid = b.details(std::slice::from_ref(renamed)).await.unwrap();
+    assert!(by_jid[0].about.is_some(), "asked by its JID");
     // A number that left WhatsApp since its check: the profile says nothing, no error.
     let no = numbers
         .iter()
         .find(|n| !rule_with_privacy(n.as_str(), 70, 30).registered)
         .unwrap();
-    let d = b.details(std::slice::from_ref(no)).await.unwrap();
+    let d = b.details(&[Contact::from(no.clone())]).await.unwrap();
     assert_eq!((d[0].about.clone(), d[0].business), (None, None));
     assert!(b.probe().await.is_ok());
 }
@@ -254,7 +279,11 @@ async fn evolution_errors_are_classified() {
         AccountDown::LoggedOut,
         "Connection Closed"
     );
-    assert_eq!(account_down(b.details(&n).await), AccountDown::LoggedOut);
+    let contacts: Vec<Contact> = n.iter().cloned().map(Contact::from).collect();
+    assert_eq!(
+        account_down(b.details(&contacts).await),
+        AccountDown::LoggedOut
+    );
     assert_eq!(
         account_down(b.probe().await),
         AccountDown::LoggedOut,
