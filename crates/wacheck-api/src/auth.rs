@@ -10,6 +10,7 @@
 
 use std::future::{Ready, ready};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -287,6 +288,66 @@ pub struct AuthUser {
     /// The key used (`None` for a token).
     pub key_id: Option<String>,
     pub limits: Limits,
+    /// What a handler found of the caller's quotas, for the response headers.
+    pub quota: QuotaReport,
+}
+
+/// The quotas a request touched, as a handler found them; the middleware turns them into
+/// `X-Quota-*` response headers. Shared by the clones of one request's [`AuthUser`].
+#[derive(Debug, Clone, Default)]
+pub struct QuotaReport(Arc<Mutex<QuotaSeen>>);
+
+#[derive(Debug, Clone, Copy, Default)]
+struct QuotaSeen {
+    /// `numbers_per_day` and what today's count is.
+    numbers: Option<(u64, u64)>,
+    /// `max_concurrent_tasks` and how many are being checked.
+    tasks: Option<(u64, u64)>,
+}
+
+impl QuotaReport {
+    /// Today's numbers: the limit (0: none, nothing reported) and the count so far.
+    pub fn numbers(&self, limit: u64, used: u64) {
+        if limit > 0 {
+            self.0.lock().expect("quota report").numbers = Some((limit, used));
+        }
+    }
+
+    /// Tasks at once: the limit (0: none, nothing reported) and how many run.
+    pub fn tasks(&self, limit: u64, running: u64) {
+        if limit > 0 {
+            self.0.lock().expect("quota report").tasks = Some((limit, running));
+        }
+    }
+
+    fn headers(&self, headers: &mut HeaderMap) {
+        let seen = *self.0.lock().expect("quota report");
+        if let Some((limit, used)) = seen.numbers {
+            set(headers, "x-quota-numbers-limit", limit);
+            set(
+                headers,
+                "x-quota-numbers-remaining",
+                limit.saturating_sub(used),
+            );
+            let tomorrow = (chrono::Utc::now().date_naive() + chrono::Days::new(1))
+                .and_hms_opt(0, 0, 0)
+                .expect("midnight")
+                .and_utc();
+            set(
+                headers,
+                "x-quota-numbers-reset",
+                tomorrow.timestamp().max(0) as u64,
+            );
+        }
+        if let Some((limit, running)) = seen.tasks {
+            set(headers, "x-quota-tasks-limit", limit);
+            set(
+                headers,
+                "x-quota-tasks-remaining",
+                limit.saturating_sub(running),
+            );
+        }
+    }
 }
 
 impl AuthUser {
@@ -401,6 +462,7 @@ async fn authenticate(state: &AppState, creds: Credentials) -> Result<AuthUser, 
                     id: k.user_id,
                     scopes: k.scopes,
                     key_id: Some(k.key_id),
+                    quota: QuotaReport::default(),
                 }),
                 None => Err(ApiError::Unauthorized(
                     "unknown or revoked API key (or its user is disabled)".into(),
@@ -435,6 +497,7 @@ async fn authenticate(state: &AppState, creds: Credentials) -> Result<AuthUser, 
                 id: user.id,
                 scopes,
                 key_id: None,
+                quota: QuotaReport::default(),
             })
         }
     }
@@ -610,11 +673,13 @@ pub async fn guard(
         rate_headers(resp.headers_mut(), &d);
         return Ok(req.into_response(resp));
     }
+    let quota = user.quota.clone();
     req.extensions_mut().insert(user);
     let mut res = next.call(req).await?.map_into_boxed_body();
     if let Some(d) = decision {
         rate_headers(res.headers_mut(), &d);
     }
+    quota.headers(res.headers_mut());
     Ok(res)
 }
 

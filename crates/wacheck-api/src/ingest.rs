@@ -242,7 +242,8 @@ pub(crate) fn quota_error(q: QuotaExceeded) -> ApiError {
         QuotaExceeded::NumbersPerDay { limit, used, asked } => ApiError::TooManyRequests {
             code: "quota_exceeded",
             message: format!(
-                "this task's {asked} rows would take today's uploads to {} of at most {limit}                  (the count starts again at 00:00 UTC)",
+                "{asked} more numbers would take today's count to {} of at most {limit} \
+                 (rows of tasks and numbers checked one by one; it starts again at 00:00 UTC)",
                 used + asked
             ),
             retry_after: (midnight - now).num_seconds().max(1) as u64,
@@ -250,11 +251,29 @@ pub(crate) fn quota_error(q: QuotaExceeded) -> ApiError {
         QuotaExceeded::ConcurrentTasks { limit } => ApiError::TooManyRequests {
             code: "too_many_tasks",
             message: format!(
-                "{limit} of your tasks are being checked already, the most at once;                  wait for one to finish (or cancel one)"
+                "{limit} of your tasks are being checked already, the most at once; \
+                 wait for one to finish (or cancel one)"
             ),
             retry_after: 30,
         },
     }
+}
+
+/// Reads what `user` has used of `quota` and reports it in the response headers.
+async fn report_quota(
+    state: &AppState,
+    caller: &AuthUser,
+    user: &str,
+    quota: Quota,
+) -> Result<wacheck_store::users::QuotaUse, ApiError> {
+    let used = wacheck_store::users::quota_use(&state.pool, user).await?;
+    caller
+        .quota
+        .numbers(quota.numbers_per_day, used.numbers_today);
+    caller
+        .quota
+        .tasks(quota.max_concurrent_tasks, used.running_tasks);
+    Ok(used)
 }
 
 /// The quotas of `user` (0: unlimited).
@@ -308,7 +327,7 @@ pub async fn create_task(
     };
     // Refuse at once what cannot fit whatever the file holds.
     if quota != Quota::default() {
-        let used = wacheck_store::users::quota_use(&state.pool, user).await?;
+        let used = report_quota(state, caller, user, quota).await?;
         quota.check(used, 1).map_err(quota_error)?;
     }
     let file = up
@@ -383,8 +402,14 @@ pub async fn create_task(
         Ok(r) => r,
         Err(IngestError::Input(e)) => return Err(read_error(e)),
         Err(IngestError::Store(e)) => return Err(e.into()),
-        Err(IngestError::Quota(q)) => return Err(quota_error(q)),
+        Err(IngestError::Quota(q)) => {
+            report_quota(state, caller, user, quota).await?;
+            return Err(quota_error(q));
+        }
     };
+    if quota != Quota::default() {
+        report_quota(state, caller, user, quota).await?;
+    }
     drop(file);
     tracing::info!(task = %record.id, user, kind = %kind, rows = record.total, format = format.name(), "task created");
 

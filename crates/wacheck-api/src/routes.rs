@@ -19,8 +19,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         crate::auth::error_for_path(req.path(), e)
     };
     cfg.app_data(web::QueryConfig::default().error_handler(bad_query))
-        .default_service(web::to(|| async {
-            Err::<HttpResponse, _>(ApiError::NotFound("no such route: see docs/api.md".into()))
+        .default_service(web::to(|req: HttpRequest| async move {
+            let e = ApiError::NotFound("no such route: see docs/api.md".into());
+            Err::<HttpResponse, _>(crate::auth::error_for_path(req.path(), e))
         }))
         .route("/health", web::get().to(health))
         .route("/openapi.json", web::get().to(crate::openapi::openapi_json))

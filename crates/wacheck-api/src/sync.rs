@@ -9,6 +9,8 @@ use async_trait::async_trait;
 use wacheck_core::{AccountState, E164, Normalizer, Outcome, WhatsApp};
 use wacheck_store::accounts::{self, AccountRecord, Spent};
 use wacheck_store::history::{self, NewEntry};
+use wacheck_store::tasks::QuotaExceeded;
+use wacheck_store::users;
 use wacheck_worker::check::{Checker, Finished, Request, Sink};
 
 use crate::auth::AuthUser;
@@ -120,17 +122,50 @@ pub async fn check_now(
 ) -> Result<Vec<Checked>, ApiError> {
     let normalizer = Normalizer::new(region)
         .map_err(|e| ApiError::bad("invalid_default_region", e.to_string()))?;
-    let quota = crate::ingest::quota_of(user);
-    if quota.numbers_per_day > 0 {
-        let used = wacheck_store::users::quota_use(&state.pool, &user.id).await?;
-        let daily = wacheck_store::tasks::Quota {
-            max_concurrent_tasks: 0,
-            ..quota
-        };
-        daily
-            .check(used, inputs.len() as u64)
-            .map_err(crate::ingest::quota_error)?;
+    // Today's quota is taken before checking; what is not checked in the end is given back.
+    let limit = crate::ingest::quota_of(user).numbers_per_day;
+    let asked = inputs.len() as u64;
+    let Some((day, used)) = users::reserve_checks(&state.pool, &user.id, asked, limit).await?
+    else {
+        let used = users::quota_use(&state.pool, &user.id).await?;
+        user.quota.numbers(limit, used.numbers_today);
+        return Err(crate::ingest::quota_error(QuotaExceeded::NumbersPerDay {
+            limit,
+            used: used.numbers_today,
+            asked,
+        }));
+    };
+    let result = check_reserved(state, user, inputs, &normalizer, route).await;
+    let checked = result.as_ref().map_or(0, |(checked, _)| checked.len());
+    let unchecked = (inputs.len() - checked) as u64;
+    users::release_checks(&state.pool, &user.id, day, unchecked).await?;
+    user.quota.numbers(limit, used.saturating_sub(unchecked));
+    let (checked, finished) = result?;
+    match finished {
+        Finished::Done => Ok(checked),
+        Finished::Parked { retry_after } => {
+            let left = inputs.len() - checked.len();
+            Err(ApiError::TooManyRequests {
+                code: "no_budget",
+                message: format!(
+                    "no WhatsApp account had budget for {left} of the numbers within {} s \
+                     (those answered are cached and in your history); retry later",
+                    state.api.check_max_wait_ms / 1000
+                ),
+                retry_after: retry_after.as_secs().max(1),
+            })
+        }
     }
+}
+
+/// [`check_now`] once the numbers are counted against the caller's quota.
+async fn check_reserved(
+    state: &AppState,
+    user: &AuthUser,
+    inputs: &[String],
+    normalizer: &Normalizer,
+    route: Route<'_>,
+) -> Result<(Vec<Checked>, Finished), ApiError> {
     // What goes to the history: as given, but without NUL characters and at most as long as
     // any cell kept.
     let inputs: Vec<String> = inputs
@@ -207,19 +242,5 @@ pub async fn check_now(
     for (c, id) in checked.iter_mut().zip(ids) {
         c.id = id;
     }
-    match finished {
-        Finished::Done => Ok(checked),
-        Finished::Parked { retry_after } => {
-            let left = inputs.len() - checked.len();
-            Err(ApiError::TooManyRequests {
-                code: "no_budget",
-                message: format!(
-                    "no WhatsApp account had budget for {left} of the numbers within {} s \
-                     (those answered are cached and in your history); retry later",
-                    wait.as_secs()
-                ),
-                retry_after: retry_after.as_secs().max(1),
-            })
-        }
-    }
+    Ok((checked, finished))
 }

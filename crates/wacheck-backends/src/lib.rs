@@ -108,15 +108,6 @@ pub enum BackendError {
     Permanent(String),
 }
 
-impl BackendError {
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            BackendError::RateLimited { .. } | BackendError::Transient(_)
-        )
-    }
-}
-
 /// A WhatsApp account (or a gateway for one) that can check numbers.
 #[async_trait]
 pub trait CheckBackend: Send + Sync + 'static {

@@ -96,10 +96,6 @@ impl Normalizer {
         Ok(Self { region })
     }
 
-    pub fn has_region(&self) -> bool {
-        self.region.is_some()
-    }
-
     /// Normalises one raw cell; `None` means "not a valid phone number".
     pub fn normalize(&self, raw: &str) -> Option<E164> {
         let cleaned = clean(raw)?;

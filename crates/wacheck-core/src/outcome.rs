@@ -13,13 +13,6 @@ str_enum!(
     WhatsApp { Yes => "yes", No => "no", Invalid => "invalid", Unknown => "unknown" }
 );
 
-impl WhatsApp {
-    /// A definite answer counts as `success`; invalid and unknown count as `failure`.
-    pub fn is_definite(self) -> bool {
-        matches!(self, WhatsApp::Yes | WhatsApp::No)
-    }
-}
-
 /// The stored result of checking one valid number.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Outcome {

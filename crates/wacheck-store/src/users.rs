@@ -146,8 +146,8 @@ pub async fn quota_use(conn: impl sqlx::PgExecutor<'_>, id: &str) -> Result<Quot
     let (numbers, running): (i64, i64) = sqlx::query_as(
         "WITH today AS (SELECT date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS t) \
          SELECT (coalesce(sum(total) FILTER (WHERE created_at >= (SELECT t FROM today)), 0) \
-                 + (SELECT count(*) FROM check_history \
-                    WHERE user_id = $1 AND created_at >= (SELECT t FROM today)))::bigint, \
+                 + (SELECT coalesce(sum(numbers), 0) FROM daily_checks \
+                    WHERE user_id = $1 AND day = (now() AT TIME ZONE 'UTC')::date))::bigint, \
            count(*) FILTER (WHERE status IN ('pending', 'processing')) \
          FROM tasks WHERE user_id = $1 \
            AND (status IN ('pending', 'processing') OR created_at >= (SELECT t FROM today))",
@@ -159,4 +159,50 @@ pub async fn quota_use(conn: impl sqlx::PgExecutor<'_>, id: &str) -> Result<Quot
         numbers_today: numbers.max(0) as u64,
         running_tasks: running.max(0) as u64,
     })
+}
+
+/// Reserves `n` of today's (UTC) numbers for single checks by `id`, when with the rows of the
+/// tasks they created today they stay within `limit` (0: no limit). One conditional upsert, so
+/// concurrent requests cannot pass the same last slot. Returns the day it counted them on and
+/// the day's count with them (task rows and single checks), or `None` when they do not fit
+/// (nothing is counted then).
+pub async fn reserve_checks(
+    pool: &PgPool,
+    id: &str,
+    n: u64,
+    limit: u64,
+) -> Result<Option<(chrono::NaiveDate, u64)>> {
+    let row: Option<(chrono::NaiveDate, i64)> = sqlx::query_as(
+        "WITH start AS (SELECT date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS t), \
+              tasks_today AS (SELECT coalesce(sum(total), 0)::bigint AS n FROM tasks \
+                              WHERE user_id = $1 AND created_at >= (SELECT t FROM start)) \
+         INSERT INTO daily_checks AS d (user_id, day, numbers) \
+         SELECT $1, (now() AT TIME ZONE 'UTC')::date, $2 \
+         WHERE $3 = 0 OR (SELECT n FROM tasks_today) + $2 <= $3 \
+         ON CONFLICT (user_id, day) DO UPDATE SET numbers = d.numbers + EXCLUDED.numbers \
+         WHERE $3 = 0 OR d.numbers + EXCLUDED.numbers + (SELECT n FROM tasks_today) <= $3 \
+         RETURNING day, numbers + (SELECT n FROM tasks_today)",
+    )
+    .bind(id)
+    .bind(i64::try_from(n).unwrap_or(i64::MAX))
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(day, used)| (day, used.max(0) as u64)))
+}
+
+/// Gives back `n` numbers reserved on `day` that were not checked after all.
+pub async fn release_checks(pool: &PgPool, id: &str, day: chrono::NaiveDate, n: u64) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE daily_checks SET numbers = greatest(numbers - $3, 0) WHERE user_id = $1 AND day = $2",
+    )
+    .bind(id)
+    .bind(day)
+    .bind(i64::try_from(n).unwrap_or(i64::MAX))
+    .execute(pool)
+    .await?;
+    Ok(())
 }

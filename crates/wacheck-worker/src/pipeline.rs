@@ -360,14 +360,12 @@ impl Pipeline {
     }
 
     /// Deletes tasks older than the retention period, their result files first, and account
-    /// usage records as old; forgets cached answers past the cache's time. Returns how many
-    /// tasks it deleted.
+    /// usage records and single-number history as old; forgets cached answers past the cache's
+    /// time. Returns how many tasks it deleted.
     pub async fn purge_expired(&self) -> anyhow::Result<u64> {
-        // Cached answers past their time are never used again.
-        if self.cache.enabled {
-            let ttl = Duration::from_secs(self.cache.ttl_secs);
-            wacheck_store::cache::purge(&self.pool, ttl).await?;
-        }
+        // Cached answers past their time are never used again. Answers are written with the
+        // cache turned off too (it only stops their reuse), so the sweep runs either way.
+        wacheck_store::cache::purge(&self.pool, Duration::from_secs(self.cache.ttl_secs)).await?;
         let days = self.settings.retention_days;
         if days == 0 {
             return Ok(0);
@@ -389,6 +387,7 @@ impl Pipeline {
             }
         }
         accounts::purge_usage(&self.pool, retention).await?;
+        wacheck_store::history::purge(&self.pool, retention).await?;
         if deleted > 0 {
             info!(deleted, days, "deleted tasks past their retention period");
         }

@@ -548,12 +548,18 @@ async fn a_daily_cap_stops_an_account_for_the_day() {
     env.add_account(account).await;
     let (_, id) = upload_range(&env, 5_000_000, 100).await;
     let id = id.as_str();
-    let v = wait_task(&env, id, Duration::from_secs(20), |v| {
+    // The cap is reached as the last batch is granted: another chunk may say so while that
+    // batch is still being checked, so wait for its answers too.
+    wait_task(&env, id, Duration::from_secs(20), |v| {
         v["waiting"]
             .as_str()
             .is_some_and(|w| w.contains("daily cap"))
+            && v["success"].as_u64() >= Some(30)
     })
     .await;
+    // And nothing more comes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, v) = env.status("simple", id).await;
     assert_eq!(v["success"], 30, "{v}");
     assert_eq!(ledger_counts(&ledger).values().sum::<usize>(), 30);
     let a = env.account("sim-1").await;
@@ -634,6 +640,56 @@ async fn a_task_may_bypass_the_cache() {
         (400, Some("invalid_parameter"))
     );
     env.stop().await;
+}
+
+/// With the cache turned off every task asks again; on or off, answers older than the cache's
+/// time are swept away and asked again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_turned_off_or_past_its_time_is_not_used() {
+    for enabled in [false, true] {
+        let env = TestEnv::start_with(Store::Local, |c| {
+            c.cache.enabled = enabled;
+            c.cache.ttl_secs = 3;
+            c.pipeline.purge_interval_secs = 1;
+        })
+        .await;
+        let body = (0..40)
+            .map(|i| format!("+4179{:07}", 7_000_000 + i))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into_bytes();
+        let run = || async {
+            let task = env.upload("simple", "n.txt", body.clone(), &[]).await;
+            env.wait_exported(
+                "simple",
+                task["task_id"].as_str().unwrap(),
+                Duration::from_secs(30),
+            )
+            .await
+        };
+        assert_eq!(run().await["cached"], 0);
+        assert_eq!(env.backend_numbers(), 40);
+        let again = run().await;
+        if enabled {
+            assert_eq!(again["cached"], 40, "{again}");
+            assert_eq!(env.backend_numbers(), 40, "none asked twice");
+        } else {
+            assert_eq!(again["cached"], 0, "{again}");
+            assert_eq!(env.backend_numbers(), 80, "every number asked again");
+        }
+        let asked = env.backend_numbers();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while env.count("number_cache").await > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "cached answers kept past their time"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(run().await["cached"], 0);
+        assert_eq!(env.backend_numbers(), asked + 40, "cache on: {enabled}");
+        env.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -278,6 +278,25 @@ async fn retention_removes_old_tasks_and_files(store: Store) {
         .await;
     let key = format!("results/{old}.xlsx");
     assert!(env.app().blob.get(&key).await.is_ok());
+    // Two numbers checked one at a time: one entry of the caller's history is made old.
+    let mut checked = Vec::new();
+    for number in ["+41798284651", "+41798284652"] {
+        let path = format!("/v1/numbers/{number}");
+        let (status, _) = env.call(reqwest::Method::GET, &path, &env.key, None).await;
+        assert_eq!(status, 200);
+        let id: String =
+            sqlx::query_scalar("SELECT id FROM check_history WHERE e164 = $1 ORDER BY id DESC")
+                .bind(number)
+                .fetch_one(env.pool())
+                .await
+                .unwrap();
+        checked.push(id);
+    }
+    sqlx::query("UPDATE check_history SET created_at = now() - interval '31 days' WHERE id = $1")
+        .bind(&checked[0])
+        .execute(env.pool())
+        .await
+        .unwrap();
 
     sqlx::query("UPDATE tasks SET created_at = now() - interval '31 days' WHERE id = $1")
         .bind(&old)
@@ -300,6 +319,19 @@ async fn retention_removes_old_tasks_and_files(store: Store) {
     let url = old_view["result_url"].as_str().unwrap();
     let status = env.http.get(url).send().await.unwrap().status().as_u16();
     assert_eq!(status, 404, "{url}");
+    // The old history entry goes in the same sweep; the young one stays.
+    loop {
+        let kept: Vec<String> = sqlx::query_scalar("SELECT id FROM check_history ORDER BY id")
+            .fetch_all(env.pool())
+            .await
+            .unwrap();
+        if kept.len() == 1 {
+            assert_eq!(kept, vec![checked[1].clone()]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "old history kept: {kept:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // The young task stays.
     assert_eq!(env.status("simple", &young).await.0, 200);
     assert!(

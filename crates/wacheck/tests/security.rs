@@ -272,6 +272,24 @@ async fn one_user_never_reaches_another_users_resources() {
         )
         .await;
     assert_eq!(code, 201);
+    let (code, v) = env
+        .call(
+            Method::POST,
+            "/v1/accounts/alice-sim/aliases",
+            &env.key,
+            Some(json!({"alias": "alice-line"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let (code, v) = env
+        .call(
+            Method::POST,
+            "/api/verify/alice-line/verify-single",
+            &env.key,
+            Some(json!({"number": "41798284651"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
     let bob = env.other_key.clone();
     let t = |s: &str| s.replace("{id}", &id);
     let matrix: Vec<(Method, String, u16)> = vec![
@@ -314,6 +332,37 @@ async fn one_user_never_reaches_another_users_resources() {
         (Method::POST, "/v1/accounts/alice-sim/resume".into(), 404),
         (Method::DELETE, "/v1/accounts/alice-sim".into(), 404),
         (Method::GET, "/v1/accounts/alice-sim/qr.png".into(), 404),
+        (Method::POST, "/v1/accounts/alice-sim/aliases".into(), 404),
+        (
+            Method::DELETE,
+            "/v1/accounts/alice-sim/aliases/alice-line".into(),
+            404,
+        ),
+        (
+            Method::POST,
+            "/api/verify/alice-sim/verify-single".into(),
+            404,
+        ),
+        (
+            Method::POST,
+            "/api/verify/alice-line/verify-single".into(),
+            404,
+        ),
+        (
+            Method::GET,
+            "/whatsapp/validatecontact/alice-sim/41798284651".into(),
+            404,
+        ),
+        (
+            Method::GET,
+            "/whatsapp/validatecontact/alice-line/41798284651".into(),
+            404,
+        ),
+        (
+            Method::GET,
+            t("/files/results/{id}.xlsx?filename=r.xlsx&expires=9999999999&sig=00"),
+            403,
+        ),
         (Method::GET, "/v1/admin/users".into(), 403),
         (Method::POST, "/v1/admin/users".into(), 403),
         (Method::GET, "/v1/admin/users/alice".into(), 403),
@@ -322,13 +371,64 @@ async fn one_user_never_reaches_another_users_resources() {
         (Method::POST, "/v1/admin/users/alice/keys".into(), 403),
         (Method::DELETE, "/v1/admin/keys/anything".into(), 403),
     ];
+    // The same request about something that does not exist must get the same answer, but for
+    // the name asked about (which some messages repeat) and the time of the answer.
+    let nothing = "01AAAAAAAAAAAAAAAAAAAAAAAA";
+    let missing = |s: &str| {
+        s.replace(&id, nothing)
+            .replace("alice-sim", "nobody-sim")
+            .replace("alice-line", "nobody-line")
+    };
+    let comparable = |mut v: Value| {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("response_time");
+        }
+        v.to_string()
+    };
     for (method, path, want) in matrix {
-        let (code, body) = env.call(method.clone(), &path, &bob, Some(json!({}))).await;
-        assert_eq!(code, want, "{method} {path}: {body}");
-        let text = body.to_string();
+        let body = if path.ends_with("/verify-single") {
+            json!({"number": "41798284651"})
+        } else {
+            json!({})
+        };
+        let (code, answer) = env
+            .call(method.clone(), &path, &bob, Some(body.clone()))
+            .await;
+        assert_eq!(code, want, "{method} {path}: {answer}");
+        let (code, none) = env
+            .call(method.clone(), &missing(&path), &bob, Some(body))
+            .await;
+        assert_eq!(code, want, "{method} {}: {none}", missing(&path));
+        assert_eq!(
+            missing(&comparable(answer)),
+            comparable(none),
+            "{method} {path} answers differently from a missing resource"
+        );
+    }
+    // A file to check under Alice's session name.
+    for session in ["alice-sim", "alice-line"] {
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(b"number\n41798284651\n".to_vec()).file_name("n.csv"),
+        );
+        let resp = env
+            .http
+            .post(format!("{}/api/verify/{session}/bulk-verify", env.base))
+            .header("x-api-key", &bob)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 404, "{session}");
+    }
+    // Histories: Bob's hold nothing of Alice's checks.
+    for path in ["/v1/history", "/api/verify/history"] {
+        let (code, v) = env.call(Method::GET, path, &bob, None).await;
+        assert_eq!(code, 200, "{path}: {v}");
+        let text = v.to_string();
         assert!(
-            !text.contains(&id) && !text.contains("alice-sim"),
-            "{method} {path} leaked: {text}"
+            !text.contains("41798284651") && !text.contains("alice"),
+            "{path}: {text}"
         );
     }
     // Uploading as Alice with Bob's key.
@@ -515,6 +615,8 @@ async fn quotas_refuse_what_does_not_fit_and_store_nothing() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 429);
     assert!(resp.headers().contains_key("retry-after"));
+    assert_eq!(resp.headers()["x-quota-tasks-limit"], "1");
+    assert_eq!(resp.headers()["x-quota-tasks-remaining"], "0");
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["code"], "too_many_tasks");
     // Two uploads racing for the last place: one wins.

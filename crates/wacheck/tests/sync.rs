@@ -186,7 +186,12 @@ async fn the_native_api_answers_one_or_many_numbers_now() {
 /// and the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_walytic_client_works_unchanged() {
-    let env = env_with(|c| c.api.bulk_max_rows = 10).await;
+    let secret = "the-walytic-test-secret-of-32-bytes-or-more";
+    let env = env_with(|c| {
+        c.api.bulk_max_rows = 10;
+        c.auth.jwt_secret = Some(secrecy::SecretString::from(secret));
+    })
+    .await;
     let base = format!("{}/api", env.base);
     let key = env.key.clone();
     let http = &env.http;
@@ -220,6 +225,19 @@ async fn a_walytic_client_works_unchanged() {
     assert_eq!(
         res.json::<Value>().await.unwrap(),
         json!({"error": "Number is required"})
+    );
+    // A path this API does not have answers in its shape too.
+    let res = http
+        .get(format!("{base}/verify/{SESSION}/verify-single"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 404);
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["error"].is_string() && body.get("code").is_none(),
+        "{body}"
     );
 
     // curl -X POST …/bulk-verify -H "x-api-key: …" -F "file=@numbers.xlsx"
@@ -314,6 +332,26 @@ async fn a_walytic_client_works_unchanged() {
     );
     let (_, empty, _) = get(&env, "/api/verify/history", &key).await;
     assert_eq!(empty, json!([]));
+    // The document's other credential: a Bearer JWT.
+    let claims = json!({"sub": USER, "exp": jsonwebtoken::get_current_timestamp() + 300});
+    let jwt = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let res = http
+        .post(format!("{base}/verify/{SESSION}/verify-single"))
+        .header("Authorization", format!("Bearer {jwt}"))
+        .json(&json!({ "number": "919812345678" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!({"number": "919812345678", "status": want})
+    );
 
     // Errors in the document's shape.
     let post = |path: String, key: Option<&str>, body: Value| {
@@ -496,6 +534,14 @@ async fn a_commbox_client_gets_its_envelopes() {
     .await;
     assert_eq!(code, 404);
     envelope(&v, 404, "Not Found");
+    // A path this API does not have (no phone) answers in its envelope too.
+    let (code, v, _) = call(
+        format!("/whatsapp/validatecontact/{STREAM}"),
+        bearer.clone(),
+    )
+    .await;
+    assert_eq!(code, 404);
+    envelope(&v, 404, "Not Found");
     // The stream's account is logged out: the server cannot answer.
     wacheck_store::accounts::set_state(
         env.pool(),
@@ -589,5 +635,110 @@ async fn budget_is_waited_for_briefly_then_every_family_answers_429() {
         .await;
         assert_eq!(code, 200, "{v}");
     }
+    env.stop().await;
+}
+
+/// Numbers checked one by one count toward the caller's `numbers_per_day` together with task
+/// rows; clearing the history gives nothing back, concurrent requests cannot pass the same last
+/// place, and numbers that could not be checked are given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_checks_count_toward_the_daily_quota() {
+    let env = env_with(|_| {}).await;
+    let (code, v) = env
+        .call(
+            Method::PATCH,
+            &format!("/v1/admin/users/{USER}"),
+            &env.admin_key,
+            Some(json!({"limits": {"numbers_per_day": 8}})),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let verify = |n: u64| {
+        let env = &env;
+        async move {
+            env.call(
+                Method::POST,
+                &format!("/api/verify/{SESSION}/verify-single"),
+                &env.key,
+                Some(json!({ "number": format!("4179{:07}", 1_000_000 + n) })),
+            )
+            .await
+        }
+    };
+    // A task of 3 rows and 2 single checks: 5 of 8.
+    let v = env
+        .upload(
+            "simple",
+            "n.txt",
+            b"+41798284651\n+41798284652\n+41798284653".to_vec(),
+            &[],
+        )
+        .await;
+    assert!(v["task_id"].is_string(), "{v}");
+    for n in 0..2 {
+        let (code, v) = verify(n).await;
+        assert_eq!(code, 200, "{v}");
+    }
+    let (_, me) = env.call(Method::GET, "/v1/me", &env.key, None).await;
+    assert_eq!(me["used"]["numbers_today"], 5, "{me}");
+    // Clearing the history gives nothing back.
+    let (code, v) = env
+        .call(Method::DELETE, "/api/verify/clear", &env.key, None)
+        .await;
+    assert_eq!((code, v["deletedCount"].as_u64()), (200, Some(2)), "{v}");
+    let (_, me) = env.call(Method::GET, "/v1/me", &env.key, None).await;
+    assert_eq!(me["used"]["numbers_today"], 5, "{me}");
+    // Answers say where the caller stands.
+    let (code, v, headers) = get(&env, "/v1/numbers/+41798284658", &env.key).await;
+    assert_eq!(code, 200, "{v}");
+    let header = |h: &reqwest::header::HeaderMap, name: &str| {
+        h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    };
+    assert_eq!(
+        header(&headers, "x-quota-numbers-limit").as_deref(),
+        Some("8")
+    );
+    assert_eq!(
+        header(&headers, "x-quota-numbers-remaining").as_deref(),
+        Some("2")
+    );
+    assert!(header(&headers, "x-quota-numbers-reset").is_some());
+    // Six at once for the last 2 places: exactly 2 are checked.
+    let answers = futures::future::join_all((10..16).map(verify)).await;
+    let mut codes: Vec<u16> = answers.iter().map(|(c, _)| *c).collect();
+    codes.sort();
+    assert_eq!(codes, [200, 200, 429, 429, 429, 429], "{answers:?}");
+    for (code, v) in &answers {
+        if *code == 429 {
+            assert!(v["error"].as_str().unwrap().contains("of at most 8"), "{v}");
+        }
+    }
+    let (_, me) = env.call(Method::GET, "/v1/me", &env.key, None).await;
+    assert_eq!(me["used"]["numbers_today"], 8, "{me}");
+    // The native API is refused the same way, and so is a task.
+    let (code, v, headers) = get(&env, "/v1/numbers/+41798284659", &env.key).await;
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (429, Some("quota_exceeded")),
+        "{v}"
+    );
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(
+        header(&headers, "x-quota-numbers-remaining").as_deref(),
+        Some("0")
+    );
+    let (code, v) = env
+        .upload_as(
+            &env.key,
+            "simple",
+            Some(("m.txt", b"+41798284660".to_vec())),
+            &[("user_id", USER)],
+        )
+        .await;
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (429, Some("quota_exceeded")),
+        "{v}"
+    );
     env.stop().await;
 }
