@@ -364,6 +364,7 @@ pub(crate) struct UpdateUserIn {
         (status = 200, description = "The user", body = UserView),
         (status = 400, description = "A parameter, the body or the file is wrong (see `code`)", body = ErrorBody),
         (status = 404, description = "No such resource for this caller", body = ErrorBody),
+        (status = 409, description = "An admin cannot disable their own user", body = ErrorBody),
         Refusals
     )
 )]
@@ -381,6 +382,14 @@ pub(crate) async fn update_user(
         users::set_limits(&state.pool, &u.id, limits).await?;
     }
     if let Some(d) = input.disabled {
+        if d && u.id == user.id {
+            return Err(ApiError::Conflict {
+                code: "cannot_disable_self",
+                message: "an admin cannot disable their own user (it would lock them out); \
+                          ask another admin or use `wacheck users disable`"
+                    .into(),
+            });
+        }
         users::set_disabled(&state.pool, &u.id, d).await?;
     }
     show_user(state, user, id).await
@@ -503,6 +512,7 @@ pub(crate) async fn create_key(
     responses(
         (status = 204, description = "Revoked"),
         (status = 404, description = "No such resource for this caller", body = ErrorBody),
+        (status = 409, description = "The key is the one this request is made with", body = ErrorBody),
         Refusals
     )
 )]
@@ -512,6 +522,14 @@ pub(crate) async fn revoke_key(
     key_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     admin(&user)?;
+    if user.key_id.as_deref() == Some(key_id.as_str()) {
+        return Err(ApiError::Conflict {
+            code: "key_in_use",
+            message: "this request is made with that key: revoke it with another key, \
+                      or with `wacheck keys revoke`"
+                .into(),
+        });
+    }
     if keys::revoke(&state.pool, &key_id).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {

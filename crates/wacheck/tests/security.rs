@@ -251,6 +251,112 @@ async fn keys_and_tokens_of_every_kind_and_every_wrong_one() {
     env.stop().await;
 }
 
+/// The admin API end to end: users, their keys, disabling and revoking, and the two things an
+/// admin may not do to themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_manage_users_and_keys_over_the_api() {
+    let env = TestEnv::start_role(Store::Local, Role::Api, |_| {}).await;
+    let admin = env.admin_key.clone();
+    let (code, v) = env
+        .call(
+            Method::POST,
+            "/v1/admin/users",
+            &admin,
+            Some(json!({"id": "dave", "limits": {"numbers_per_day": 100}})),
+        )
+        .await;
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["limits"]["numbers_per_day"], 100, "{v}");
+    let (code, v) = env
+        .call(
+            Method::POST,
+            "/v1/admin/users",
+            &admin,
+            Some(json!({"id": "dave"})),
+        )
+        .await;
+    assert_eq!(code, 409, "{v}");
+    let (code, v) = env
+        .call(
+            Method::POST,
+            "/v1/admin/users",
+            &admin,
+            Some(json!({"id": "a b"})),
+        )
+        .await;
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (400, Some("invalid_parameter")),
+        "{v}"
+    );
+    // A key for dave, shown once; the listing never shows it.
+    let (code, created) = env
+        .call(
+            Method::POST,
+            "/v1/admin/users/dave/keys",
+            &admin,
+            Some(json!({"scopes": ["check"], "name": "crm"})),
+        )
+        .await;
+    assert_eq!(code, 201, "{created}");
+    let dave = created["key"].as_str().unwrap().to_owned();
+    let key_id = created["id"].as_str().unwrap().to_owned();
+    let (code, me) = env.call(Method::GET, "/v1/me", &dave, None).await;
+    assert_eq!(code, 200, "{me}");
+    assert_eq!(
+        (me["user_id"].as_str(), &me["scopes"]),
+        (Some("dave"), &json!(["check"]))
+    );
+    let (code, listed) = env
+        .call(Method::GET, "/v1/admin/users/dave/keys", &admin, None)
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(listed[0]["id"], key_id.as_str());
+    assert!(dave.starts_with(listed[0]["prefix"].as_str().unwrap()));
+    assert!(
+        !listed.to_string().contains(&dave),
+        "the listing shows the key"
+    );
+    // Disabled, the key stops working; enabled, it works again.
+    for (disabled, want) in [(true, 401), (false, 200)] {
+        let (code, v) = env
+            .call(
+                Method::PATCH,
+                "/v1/admin/users/dave",
+                &admin,
+                Some(json!({ "disabled": disabled })),
+            )
+            .await;
+        assert_eq!(
+            (code, v["disabled"].as_bool()),
+            (200, Some(disabled)),
+            "{v}"
+        );
+        assert_eq!(env.call(Method::GET, "/v1/me", &dave, None).await.0, want);
+    }
+    // Revoked, it stops for good.
+    let path = format!("/v1/admin/keys/{key_id}");
+    assert_eq!(env.call(Method::DELETE, &path, &admin, None).await.0, 204);
+    assert_eq!(env.call(Method::GET, "/v1/me", &dave, None).await.0, 401);
+    assert_eq!(env.call(Method::DELETE, &path, &admin, None).await.0, 404);
+    // An admin cannot lock themselves out.
+    let (_, me) = env.call(Method::GET, "/v1/me", &admin, None).await;
+    let own = format!("/v1/admin/users/{}", me["user_id"].as_str().unwrap());
+    let (code, v) = env
+        .call(Method::PATCH, &own, &admin, Some(json!({"disabled": true})))
+        .await;
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (409, Some("cannot_disable_self")),
+        "{v}"
+    );
+    let own_key = format!("/v1/admin/keys/{}", me["key_id"].as_str().unwrap());
+    let (code, v) = env.call(Method::DELETE, &own_key, &admin, None).await;
+    assert_eq!((code, v["code"].as_str()), (409, Some("key_in_use")), "{v}");
+    assert_eq!(env.call(Method::GET, "/v1/me", &admin, None).await.0, 200);
+    env.stop().await;
+}
+
 /// Bob's credentials against every one of Alice's resources: the same 404 as for something
 /// that does not exist (or 403 where a route is for admins only), never her data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
