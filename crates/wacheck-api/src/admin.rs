@@ -254,12 +254,8 @@ impl LimitsIn {
         if let Some(v) = self.max_rows {
             l.max_rows = v;
         }
-        if l.request_burst == Some(0) || l.max_rows == Some(0) {
-            return Err(ApiError::bad(
-                "invalid_parameter",
-                "request_burst and max_rows must be at least 1",
-            ));
-        }
+        l.check()
+            .map_err(|why| ApiError::bad("invalid_parameter", why))?;
         Ok(l)
     }
 }
@@ -377,19 +373,23 @@ pub(crate) async fn update_user(
     admin(&user)?;
     let input: UpdateUserIn = body(&bytes)?;
     let u = users::get(&state.pool, &id).await?.ok_or_else(no_user)?;
-    if let Some(v) = input.limits {
-        let limits = body::<LimitsIn>(v.to_string().as_bytes())?.over(u.limits)?;
+    // Everything is checked before anything is written.
+    if input.disabled == Some(true) && u.id == user.id {
+        return Err(ApiError::Conflict {
+            code: "cannot_disable_self",
+            message: "an admin cannot disable their own user (it would lock them out); \
+                      ask another admin or use `wacheck users disable`"
+                .into(),
+        });
+    }
+    let limits = match input.limits {
+        Some(v) => Some(body::<LimitsIn>(v.to_string().as_bytes())?.over(u.limits)?),
+        None => None,
+    };
+    if let Some(limits) = limits {
         users::set_limits(&state.pool, &u.id, limits).await?;
     }
     if let Some(d) = input.disabled {
-        if d && u.id == user.id {
-            return Err(ApiError::Conflict {
-                code: "cannot_disable_self",
-                message: "an admin cannot disable their own user (it would lock them out); \
-                          ask another admin or use `wacheck users disable`"
-                    .into(),
-            });
-        }
         users::set_disabled(&state.pool, &u.id, d).await?;
     }
     show_user(state, user, id).await

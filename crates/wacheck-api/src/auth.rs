@@ -196,7 +196,9 @@ impl JwtVerifier {
         let now = jsonwebtoken::get_current_timestamp();
         let claims = Claims {
             sub: user.to_owned(),
-            exp: now + ttl.as_secs(),
+            exp: now
+                .checked_add(ttl.as_secs())
+                .context("the token's lifetime is too long")?,
             iat: Some(now),
             scope: scopes.map(str::to_owned),
             iss: self.settings.jwt_issuer.clone(),

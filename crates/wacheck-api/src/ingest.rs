@@ -133,6 +133,24 @@ impl From<InputError> for ReadFail {
     }
 }
 
+/// The format of an uploaded file, from its first 8 KiB and its name; `None` when it is empty.
+pub(crate) fn sniff(
+    file: &tempfile::NamedTempFile,
+    name: Option<&str>,
+) -> Result<Option<InputFormat>, InputError> {
+    let mut head = Vec::with_capacity(8192);
+    file.reopen()?.take(8192).read_to_end(&mut head)?;
+    if head.is_empty() {
+        return Ok(None);
+    }
+    input::detect(&head, name).map(Some)
+}
+
+/// What an unreadable file answers (the same codes for every route that takes a file).
+pub(crate) fn input_error(e: InputError) -> ApiError {
+    read_error(ReadFail::Input(e))
+}
+
 fn read_error(e: ReadFail) -> ApiError {
     match e {
         ReadFail::NoNumbers { rows: 0 } => {
@@ -364,17 +382,9 @@ pub async fn create_task(
         .acquire()
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
-    let mut handle = file.reopen().map_err(|e| ApiError::Internal(e.into()))?;
-    let mut head = Vec::with_capacity(8192);
-    (&mut handle)
-        .take(8192)
-        .read_to_end(&mut head)
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    if head.is_empty() {
-        return Err(ApiError::bad("no_numbers", "the file is empty"));
-    }
-    let format = input::detect(&head, up.file_name.as_deref())
-        .map_err(|e| read_error(ReadFail::Input(e)))?;
+    let format = sniff(&file, up.file_name.as_deref())
+        .map_err(input_error)?
+        .ok_or_else(|| ApiError::bad("no_numbers", "the file is empty"))?;
 
     let new = NewTask {
         id: TaskId::new(),
@@ -385,6 +395,7 @@ pub async fn create_task(
         chunk_size: state.chunk_size,
         use_cache,
     };
+    let handle = file.reopen().map_err(|e| ApiError::Internal(e.into()))?;
     let (tx, rx) = mpsc::channel(8);
     let chunk_size = new.chunk_size;
     let dedupe_run = state.api.dedupe_run;

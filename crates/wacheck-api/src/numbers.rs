@@ -245,10 +245,17 @@ pub(crate) async fn history_page(
 ) -> Result<HttpResponse, ApiError> {
     user.need("check")?;
     let (limit, offset) = paging(query.limit, query.page)?;
+    let source = query.source.as_deref().filter(|s| !s.is_empty());
+    if let Some(s) = source.filter(|s| !["api", "walytic", "commbox"].contains(s)) {
+        return Err(ApiError::bad(
+            "invalid_parameter",
+            format!("source is api, walytic or commbox, not `{s}`"),
+        ));
+    }
     let filter = Filter {
         user_id: &user.id,
-        session_id: query.session.as_deref(),
-        source: query.source.as_deref(),
+        session_id: query.session.as_deref().filter(|s| !s.is_empty()),
+        source,
     };
     let (entries, total) = history::page(&state.pool, filter, limit, offset).await?;
     let out: Vec<HistoryView> = entries

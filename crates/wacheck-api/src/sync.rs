@@ -138,7 +138,10 @@ pub async fn check_now(
     let result = check_reserved(state, user, inputs, &normalizer, route).await;
     let checked = result.as_ref().map_or(0, |(checked, _)| checked.len());
     let unchecked = (inputs.len() - checked) as u64;
-    users::release_checks(&state.pool, &user.id, day, unchecked).await?;
+    if let Err(e) = users::release_checks(&state.pool, &user.id, day, unchecked).await {
+        // The answer (or the error that matters) goes out; the numbers stay counted.
+        tracing::warn!(user = %user.id, unchecked, "giving back unchecked numbers failed: {e}");
+    }
     user.quota.numbers(limit, used.saturating_sub(unchecked));
     let (checked, finished) = result?;
     match finished {

@@ -288,13 +288,9 @@ pub(crate) async fn bulk_verify(
     let max = state.api.bulk_max_rows;
     let name = upload.file_name.clone();
     let rows = tokio::task::spawn_blocking(move || -> Result<Vec<String>, InputError> {
-        let mut handle = file.reopen()?;
-        let mut head = Vec::with_capacity(8192);
-        std::io::Read::read_to_end(&mut std::io::Read::take(&mut handle, 8192), &mut head)?;
-        if head.is_empty() {
+        let Some(format) = crate::ingest::sniff(&file, name.as_deref())? else {
             return Ok(Vec::new());
-        }
-        let format = input::detect(&head, name.as_deref())?;
+        };
         let mut rows = Vec::new();
         input::read_rows(file.reopen()?, format, max, |r| {
             rows.push(r);
@@ -310,8 +306,7 @@ pub(crate) async fn bulk_verify(
              (POST /wa/api/simple/tasks), which takes up to {} rows and answers with a result file",
             state.api.max_rows
         )),
-        InputError::Io(e) => ApiError::Internal(e.into()),
-        other => ApiError::bad("unsupported_file", other.to_string()),
+        other => crate::ingest::input_error(other),
     })?;
     if rows.is_empty() {
         return Err(WalyticError(ApiError::bad(
@@ -325,7 +320,8 @@ pub(crate) async fn bulk_verify(
         account: Some(&account),
         details: false,
     };
-    let checked = check_now(&state, &user, &rows, None, route).await?;
+    let region = upload.default_region.as_deref();
+    let checked = check_now(&state, &user, &rows, region, route).await?;
     Ok(HttpResponse::Ok().json(BulkOut {
         results: checked
             .iter()

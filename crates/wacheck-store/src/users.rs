@@ -17,6 +17,33 @@ pub struct UserLimits {
 }
 
 impl UserLimits {
+    /// Why these limits cannot be stored, if they cannot: `request_burst` and `max_rows` are at
+    /// least 1, and every value fits its column.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.request_burst == Some(0) || self.max_rows == Some(0) {
+            return Err("request_burst and max_rows must be at least 1".into());
+        }
+        let small = [
+            ("requests_per_minute", self.requests_per_minute),
+            ("request_burst", self.request_burst),
+            ("max_concurrent_tasks", self.max_concurrent_tasks),
+        ];
+        for (name, v) in small {
+            if v.is_some_and(|v| i32::try_from(v).is_err()) {
+                return Err(format!("{name} must be at most {}", i32::MAX));
+            }
+        }
+        for (name, v) in [
+            ("numbers_per_day", self.numbers_per_day),
+            ("max_rows", self.max_rows),
+        ] {
+            if v.is_some_and(|v| i64::try_from(v).is_err()) {
+                return Err(format!("{name} must be at most {}", i64::MAX));
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn from_columns(
         rpm: Option<i32>,
         burst: Option<i32>,

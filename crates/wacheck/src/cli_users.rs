@@ -77,6 +77,7 @@ impl UserLimitArgs {
         if let Some(v) = limit::<u64>(&self.max_rows)? {
             l.max_rows = v.map(|r| r.max(1));
         }
+        l.check().map_err(anyhow::Error::msg)?;
         Ok(l)
     }
 }

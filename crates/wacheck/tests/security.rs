@@ -339,17 +339,38 @@ async fn admins_manage_users_and_keys_over_the_api() {
     assert_eq!(env.call(Method::DELETE, &path, &admin, None).await.0, 204);
     assert_eq!(env.call(Method::GET, "/v1/me", &dave, None).await.0, 401);
     assert_eq!(env.call(Method::DELETE, &path, &admin, None).await.0, 404);
-    // An admin cannot lock themselves out.
+    // Limits that do not fit are refused, and nothing changes.
+    let (code, v) = env
+        .call(
+            Method::PATCH,
+            "/v1/admin/users/dave",
+            &admin,
+            Some(json!({"limits": {"requests_per_minute": 3_000_000_000_u64}})),
+        )
+        .await;
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (400, Some("invalid_parameter")),
+        "{v}"
+    );
+    // An admin cannot lock themselves out, and a refused change writes nothing.
     let (_, me) = env.call(Method::GET, "/v1/me", &admin, None).await;
     let own = format!("/v1/admin/users/{}", me["user_id"].as_str().unwrap());
     let (code, v) = env
-        .call(Method::PATCH, &own, &admin, Some(json!({"disabled": true})))
+        .call(
+            Method::PATCH,
+            &own,
+            &admin,
+            Some(json!({"disabled": true, "limits": {"numbers_per_day": 5}})),
+        )
         .await;
     assert_eq!(
         (code, v["code"].as_str()),
         (409, Some("cannot_disable_self")),
         "{v}"
     );
+    let (_, mine) = env.call(Method::GET, &own, &admin, None).await;
+    assert_eq!(mine["own_limits"]["numbers_per_day"], Value::Null, "{mine}");
     let own_key = format!("/v1/admin/keys/{}", me["key_id"].as_str().unwrap());
     let (code, v) = env.call(Method::DELETE, &own_key, &admin, None).await;
     assert_eq!((code, v["code"].as_str()), (409, Some("key_in_use")), "{v}");

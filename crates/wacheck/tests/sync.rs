@@ -168,6 +168,15 @@ async fn the_native_api_answers_one_or_many_numbers_now() {
     assert_eq!(h.as_array().unwrap().len(), 2);
     assert_eq!(h[0]["input"], "+4915112345678");
     assert_eq!(h[0]["source"], "api");
+    // An empty filter filters nothing; an unknown source is refused.
+    let (_, all, headers) = get(&env, "/v1/history?session=&source=", &env.key).await;
+    assert_eq!(headers["x-total-count"], "8", "{all}");
+    let (code, v, _) = get(&env, "/v1/history?source=fax", &env.key).await;
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (400, Some("invalid_parameter")),
+        "{v}"
+    );
     let (_, theirs, headers) = get(&env, "/v1/history", &env.other_key).await;
     assert_eq!(
         (theirs, &headers["x-total-count"]),
@@ -332,6 +341,28 @@ async fn a_walytic_client_works_unchanged() {
     );
     let (_, empty, _) = get(&env, "/api/verify/history", &key).await;
     assert_eq!(empty, json!([]));
+    // A bulk file of national numbers, with the country they belong to.
+    let form = reqwest::multipart::Form::new()
+        .text("default_region", "CH")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"number\n079 828 46 51\n".to_vec()).file_name("n.csv"),
+        );
+    let res = http
+        .post(format!("{base}/verify/{SESSION}/bulk-verify"))
+        .header("x-api-key", &key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = res.json().await.unwrap();
+    let want_ch = if yes_no("+41798284651") {
+        "Valid"
+    } else {
+        "Invalid"
+    };
+    assert_eq!(body["results"][0]["status"], want_ch, "{body}");
+
     // The document's other credential: a Bearer JWT.
     let claims = json!({"sub": USER, "exp": jsonwebtoken::get_current_timestamp() + 300});
     let jwt = jsonwebtoken::encode(
