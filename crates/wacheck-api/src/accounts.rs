@@ -47,7 +47,7 @@ pub struct AccountView {
     pub kind: AccountKind,
     /// `null`: the shared pool; otherwise the only user whose work it does.
     pub owner: Option<String>,
-    /// `pairing`, `connected`, `cooling_down`, `logged_out`, `banned` or `failed`.
+    /// `pairing`, `unreachable`, `connected`, `cooling_down`, `logged_out`, `banned` or `failed`.
     #[schema(value_type = String)]
     pub state: AccountState,
     #[serde(skip_serializing_if = "Option::is_none")]

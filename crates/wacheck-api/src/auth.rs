@@ -165,7 +165,16 @@ impl JwtVerifier {
             other => return Err(format!("tokens signed with {other:?} are not accepted")),
         };
         if keys.is_empty() {
-            return Err(format!("no key is configured for {:?} tokens", header.alg));
+            return Err(match header.alg {
+                Algorithm::HS256 => "no secret is configured for HS256 tokens: set \
+                                     auth.jwt_secret (WACHECK_AUTH__JWT_SECRET) in the \
+                                     service's environment and restart it"
+                    .to_owned(),
+                alg => format!(
+                    "no public key is configured for {alg:?} tokens: list its PEM file in \
+                     auth.jwt_public_keys and restart the service"
+                ),
+            });
         }
         let v = self.validation(header.alg);
         let mut last = String::new();

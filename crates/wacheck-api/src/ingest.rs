@@ -3,6 +3,7 @@
 //! stream into Postgres with COPY, all in one transaction.
 
 use std::io::{Read, Seek};
+use std::sync::Arc;
 
 use actix_multipart::Multipart;
 use futures::TryStreamExt;
@@ -10,10 +11,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use wacheck_core::dedupe::Dedupe;
 use wacheck_core::input::{self, InputError, InputFormat};
-use wacheck_core::{Normalizer, ResultFormat, TaskId, TaskKind};
+use wacheck_core::{Invalid, Normalizer, ResultFormat, TaskId, TaskKind};
 use wacheck_store::tasks::{
     Batch, BlockEncoder, ChunkEncoder, IngestError, IngestSummary, NewTask, Quota, QuotaExceeded,
-    TaskRecord,
+    ResultColumns, TaskRecord,
 };
 
 use crate::auth::AuthUser;
@@ -29,6 +30,8 @@ pub struct Upload {
     pub cache: Option<String>,
     pub file: Option<tempfile::NamedTempFile>,
     pub file_name: Option<String>,
+    /// `full` (default) or `ekycpro`: which columns the result file has.
+    pub result_columns: Option<String>,
 }
 
 const MAX_TEXT_FIELD: usize = 1024;
@@ -49,10 +52,16 @@ pub async fn read_form(mut form: Multipart, max_bytes: u64) -> Result<Upload, Ap
         cache: None,
         file: None,
         file_name: None,
+        result_columns: None,
     };
     let mut seen: u64 = 0;
-    let too_large =
-        || ApiError::PayloadTooLarge(format!("the upload exceeds the limit of {max_bytes} bytes"));
+    let too_large = || {
+        ApiError::PayloadTooLarge(format!(
+            "the upload is larger than the limit of {}: split the file, or ask the operator \
+             to raise api.max_upload_bytes",
+            human_bytes(max_bytes)
+        ))
+    };
     while let Some(mut field) = form.try_next().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_owned();
         if name == "file" {
@@ -114,17 +123,39 @@ pub async fn read_form(mut form: Multipart, max_bytes: u64) -> Result<Upload, Ap
             "default_region" => up.default_region = Some(text).filter(|t| !t.is_empty()),
             "result_format" => up.result_format = Some(text).filter(|t| !t.is_empty()),
             "cache" => up.cache = Some(text).filter(|t| !t.is_empty()),
+            "result_columns" => up.result_columns = Some(text).filter(|t| !t.is_empty()),
             _ => {} // unknown fields are ignored, as form posts often carry extras
         }
     }
     Ok(up)
 }
 
+/// A size in the units people use: `100 MiB`, `512 KiB`, `300 bytes`.
+pub(crate) fn human_bytes(n: u64) -> String {
+    let unit = |size: u64, name: &str| {
+        if n.is_multiple_of(size) {
+            format!("{} {name}", n / size)
+        } else {
+            format!("{:.1} {name}", n as f64 / size as f64)
+        }
+    };
+    match n {
+        n if n >= 1 << 30 => unit(1 << 30, "GiB"),
+        n if n >= 1 << 20 => unit(1 << 20, "MiB"),
+        n if n >= 1 << 10 => unit(1 << 10, "KiB"),
+        n => format!("{n} bytes"),
+    }
+}
+
 /// Why reading the file stopped.
 #[derive(Debug)]
 enum ReadFail {
     Input(InputError),
-    NoNumbers { rows: u64 },
+    NoNumbers {
+        rows: u64,
+    },
+    /// The upload could not be kept in the result store.
+    Storage(String),
 }
 
 impl From<InputError> for ReadFail {
@@ -172,6 +203,7 @@ fn read_error(e: ReadFail) -> ApiError {
         ReadFail::Input(InputError::InvalidXlsx(m)) => ApiError::bad("invalid_xlsx", m),
         ReadFail::Input(InputError::Unsupported(m)) => ApiError::bad("unsupported_file", m),
         ReadFail::Input(InputError::Io(e)) => ApiError::Internal(e.into()),
+        ReadFail::Storage(e) => ApiError::Unavailable(format!("result storage: {e}")),
     }
 }
 
@@ -209,6 +241,9 @@ fn read_file(
             }
             None => {
                 summary.invalid += 1;
+                if normalizer.why_invalid(&raw) == Invalid::NoCountryCode {
+                    summary.invalid_national += 1;
+                }
                 encoder.row(None, Some(&raw))
             }
         };
@@ -247,6 +282,43 @@ fn read_file(
     summary.distinct = chunker.distinct;
     summary.chunks = chunker.chunks();
     Ok(summary)
+}
+
+/// An upload being copied into the result store beside its task. Unless [`KeptUpload::keep`]
+/// says the task committed, the copy is removed once it is done, also when the request is
+/// dropped half-way: nothing is left behind for a task that does not exist.
+struct KeptUpload {
+    keep: tokio::sync::oneshot::Sender<()>,
+}
+
+/// How the copy ended (`Err`: why it failed).
+type Copied = tokio::sync::oneshot::Receiver<Result<(), String>>;
+
+impl KeptUpload {
+    fn start(
+        blob: Arc<dyn wacheck_blob::BlobStore>,
+        key: String,
+        path: &std::path::Path,
+    ) -> (Self, Copied) {
+        let (keep, kept) = tokio::sync::oneshot::channel::<()>();
+        let (done, copied) = tokio::sync::oneshot::channel();
+        let path = path.to_owned();
+        tokio::spawn(async move {
+            let put = blob.put_file(&key, &path, "application/octet-stream").await;
+            let _ = done.send(put.map_err(|e| e.to_string()));
+            if kept.await.is_err()
+                && let Err(e) = blob.delete(&key).await
+            {
+                tracing::warn!(key, "removing the upload of a refused task failed: {e}");
+            }
+        });
+        (KeptUpload { keep }, copied)
+    }
+
+    /// The task committed: the copy stays.
+    fn keep(self) {
+        let _ = self.keep.send(());
+    }
 }
 
 /// What a refused quota answers: 429 with when to try again.
@@ -365,6 +437,18 @@ pub async fn create_task(
                 )
             })?,
     };
+    let result_columns = match up.result_columns.as_deref() {
+        None => ResultColumns::Full,
+        Some(c) => c.to_ascii_lowercase().parse().map_err(|_| {
+            ApiError::bad(
+                "invalid_parameter",
+                format!(
+                    "result_columns must be `full` (the answers, a reason, then your own \
+                     columns) or `ekycpro` (the answer columns alone), not `{c}`"
+                ),
+            )
+        })?,
+    };
     let use_cache = match up.cache.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("true" | "1" | "yes") => true,
         Some("false" | "0" | "no") => false,
@@ -386,14 +470,22 @@ pub async fn create_task(
         .map_err(input_error)?
         .ok_or_else(|| ApiError::bad("no_numbers", "the file is empty"))?;
 
+    let id = TaskId::new();
+    // A full result file gives the upload's own columns back: the upload is kept beside the
+    // task while the task lives (not for the answer columns alone).
+    let input_key = (result_columns == ResultColumns::Full)
+        .then(|| wacheck_worker::export::input_key(id, format.name()));
     let new = NewTask {
-        id: TaskId::new(),
+        id,
         user_id: user.to_owned(),
         kind,
         result_format,
         default_region: up.default_region.map(|r| r.to_ascii_uppercase()),
         chunk_size: state.chunk_size,
         use_cache,
+        input_name: up.file_name.clone(),
+        input_key: input_key.clone(),
+        result_columns,
     };
     let handle = file.reopen().map_err(|e| ApiError::Internal(e.into()))?;
     let (tx, rx) = mpsc::channel(8);
@@ -404,12 +496,34 @@ pub async fn create_task(
             handle, format, normalizer, max_rows, chunk_size, dedupe_run, tx,
         )
     });
-    let summary = async move {
-        reader
-            .await
-            .map_err(|e| ReadFail::Input(InputError::Io(std::io::Error::other(e))))?
+    // The upload is copied while its rows are stored; the task commits only once both are
+    // done. Unless it commits, the copy is removed (also when this request is dropped).
+    let (kept, copied) = match input_key {
+        Some(key) => {
+            let (kept, copied) = KeptUpload::start(state.blob.clone(), key, file.path());
+            (Some(kept), Some(copied))
+        }
+        None => (None, None),
     };
-    let record = match wacheck_store::tasks::insert(&state.pool, &new, quota, rx, summary).await {
+    let summary = async move {
+        let summary = reader
+            .await
+            .map_err(|e| ReadFail::Input(InputError::Io(std::io::Error::other(e))))??;
+        if let Some(copied) = copied {
+            copied
+                .await
+                .map_err(|_| ReadFail::Storage("the copy of the upload stopped".into()))?
+                .map_err(ReadFail::Storage)?;
+        }
+        Ok(summary)
+    };
+    let stored = wacheck_store::tasks::insert(&state.pool, &new, quota, rx, summary).await;
+    if stored.is_ok()
+        && let Some(kept) = kept
+    {
+        kept.keep();
+    }
+    let record = match stored {
         Ok(r) => r,
         Err(IngestError::Input(e)) => return Err(read_error(e)),
         Err(IngestError::Store(e)) => return Err(e.into()),

@@ -10,6 +10,7 @@ mod ingest;
 mod numbers;
 pub mod openapi;
 pub mod qr;
+mod query;
 mod routes;
 mod sync;
 mod walytic;

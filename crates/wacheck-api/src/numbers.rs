@@ -42,7 +42,7 @@ pub struct NumberView {
     pub cached: bool,
     /// When the answer was obtained (RFC 3339); `null` for an invalid number.
     pub checked_at: Option<String>,
-    /// Why the answer is `unknown`.
+    /// Why the answer is `unknown` or `invalid`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -104,7 +104,7 @@ pub(crate) async fn check_one(
     state: web::Data<AppState>,
     user: AuthUser,
     number: web::Path<String>,
-    query: web::Query<CheckQuery>,
+    query: crate::query::Query<CheckQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.need("check")?;
     let inputs = [number.into_inner()];
@@ -241,7 +241,7 @@ pub(crate) fn paging(limit: Option<i64>, page: Option<i64>) -> Result<(i64, i64)
 pub(crate) async fn history_page(
     state: web::Data<AppState>,
     user: AuthUser,
-    query: web::Query<HistoryQuery>,
+    query: crate::query::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.need("check")?;
     let (limit, offset) = paging(query.limit, query.page)?;

@@ -48,6 +48,9 @@ pub struct UploadForm {
     result_format: Option<String>,
     /// `false`: check every number afresh instead of using cached answers.
     cache: Option<String>,
+    /// `full` (default): the answer columns, a `reason`, then the upload's own columns;
+    /// `ekycpro`: the answer columns alone.
+    result_columns: Option<String>,
 }
 
 /// A file's bytes.

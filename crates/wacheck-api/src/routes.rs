@@ -13,38 +13,34 @@ use crate::openapi::{ErrorBody, FileBody, Refusals, UploadForm};
 use crate::{ApiError, AppState, ingest};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    // Malformed query strings and unknown routes get the same JSON error shape as everything else.
-    let bad_query = |e: actix_web::error::QueryPayloadError, req: &HttpRequest| {
-        let e = ApiError::bad("invalid_parameter", format!("invalid query string: {e}"));
-        crate::auth::error_for_path(req.path(), e)
-    };
-    cfg.app_data(web::QueryConfig::default().error_handler(bad_query))
-        .default_service(web::to(|req: HttpRequest| async move {
-            let e = ApiError::NotFound("no such route: see docs/api.md".into());
-            Err::<HttpResponse, _>(crate::auth::error_for_path(req.path(), e))
-        }))
-        .route("/health", web::get().to(health))
-        .route("/openapi.json", web::get().to(crate::openapi::openapi_json))
-        .route("/wa/api/{kind}/tasks", web::post().to(create_task))
-        .route("/wa/api/{kind}/tasks/{task_id}", web::get().to(get_task))
-        .route(
-            "/wa/api/{kind}/tasks/{task_id}",
-            web::delete().to(cancel_task),
-        )
-        .route(
-            "/wa/api/{kind}/tasks/{task_id}/cancel",
-            web::post().to(cancel_task_post),
-        )
-        .route(
-            "/wa/api/{kind}/tasks/{task_id}/export",
-            web::post().to(export_task),
-        )
-        .route("/files/{key:.*}", web::get().to(download))
-        .configure(crate::accounts::configure)
-        .configure(crate::admin::configure)
-        .configure(crate::numbers::configure)
-        .configure(crate::walytic::configure)
-        .configure(crate::commbox::configure);
+    // Unknown routes get the same JSON error shape as everything else (query strings: see
+    // `query::Query`).
+    cfg.default_service(web::to(|req: HttpRequest| async move {
+        let e = ApiError::NotFound("no such route: see docs/api.md".into());
+        Err::<HttpResponse, _>(crate::auth::error_for_path(req.path(), e))
+    }))
+    .route("/health", web::get().to(health))
+    .route("/openapi.json", web::get().to(crate::openapi::openapi_json))
+    .route("/wa/api/{kind}/tasks", web::post().to(create_task))
+    .route("/wa/api/{kind}/tasks/{task_id}", web::get().to(get_task))
+    .route(
+        "/wa/api/{kind}/tasks/{task_id}",
+        web::delete().to(cancel_task),
+    )
+    .route(
+        "/wa/api/{kind}/tasks/{task_id}/cancel",
+        web::post().to(cancel_task_post),
+    )
+    .route(
+        "/wa/api/{kind}/tasks/{task_id}/export",
+        web::post().to(export_task),
+    )
+    .route("/files/{key:.*}", web::get().to(download))
+    .configure(crate::accounts::configure)
+    .configure(crate::admin::configure)
+    .configure(crate::numbers::configure)
+    .configure(crate::walytic::configure)
+    .configure(crate::commbox::configure);
 }
 
 /// The task as ekycpro shows it, plus `kind` and a loud `simulated` flag.
@@ -80,6 +76,72 @@ pub struct TaskView {
     /// Why the task's work waits (no healthy WhatsApp account), while it does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
+    /// Rows answered per minute since a worker took the task (cached rows not counted), while
+    /// it is being checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_per_minute: Option<f64>,
+    /// When the task should be answered at that rate, or at the accounts' budgets when those
+    /// are slower (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated_finish_at: Option<String>,
+}
+
+/// How fast a task moves and when it should be done.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Pace {
+    /// Rows answered per minute since work started (cached rows not counted).
+    pub per_minute: Option<f64>,
+    /// Seconds until every row is answered.
+    pub left_secs: Option<f64>,
+    /// When the accounts' budgets make the open rows take over a day: the checks a day they
+    /// allow, and the days.
+    pub slow_budget: Option<(u64, f64)>,
+}
+
+/// The task's pace: the rate it had since a worker took it, and the accounts' budgets
+/// (`checks_per_day`: `None` when unlimited), whichever is slower.
+pub(crate) fn pace(t: &TaskRecord, now: DateTime<Utc>, checks_per_day: Option<u64>) -> Pace {
+    let open = t.total - t.success - t.failure;
+    let checked = t.success + t.failure - t.invalid - t.cached;
+    let elapsed = t
+        .started_at
+        .map(|s| (now - s).num_milliseconds() as f64 / 1000.0);
+    pace_of(open, checked, elapsed, checks_per_day)
+}
+
+/// [`pace`] from the counts: rows still open, rows checked (not cached) in `elapsed` seconds
+/// of work.
+fn pace_of(open: i64, checked: i64, elapsed: Option<f64>, checks_per_day: Option<u64>) -> Pace {
+    let (open, checked) = (open.max(0) as f64, checked.max(0) as f64);
+    let elapsed = elapsed.unwrap_or(0.0);
+    let per_minute = (elapsed >= 5.0 && checked > 0.0).then(|| checked * 60.0 / elapsed);
+    let by_budget = checks_per_day
+        .filter(|&c| c > 0)
+        .map(|c| open / c as f64 * 86_400.0);
+    let by_rate = per_minute.map(|r| open / r * 60.0);
+    let left_secs = match (by_rate, by_budget) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    Pace {
+        per_minute,
+        left_secs: left_secs.filter(|_| open > 0.0),
+        slow_budget: checks_per_day
+            .zip(by_budget)
+            .map(|(c, s)| (c, s / 86_400.0))
+            .filter(|&(_, d)| d > 1.0),
+    }
+}
+
+/// A span of time as people say it: `40 s`, `12 min`, `3 h 20 min`, `2.5 days`.
+pub(crate) fn human_duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..86_400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{:.1} days", secs / 86_400.0),
+    }
 }
 
 /// No progress for this long while numbers are still open counts as a stall worth saying.
@@ -88,7 +150,7 @@ const STALL_SECS: i64 = 60;
 const EXPORT_FAILED: &str = wacheck_store::lifecycle::EXPORT_FAILED;
 
 /// The task's state in words: what it does now, what it waits for, or why it ended so.
-fn message(t: &TaskRecord, now: DateTime<Utc>, working: bool) -> String {
+fn message(t: &TaskRecord, now: DateTime<Utc>, working: bool, pace: Pace) -> String {
     let answered = t.success + t.failure;
     let recent_error = t.last_error.as_deref().filter(|_| {
         t.last_error_at
@@ -102,6 +164,19 @@ fn message(t: &TaskRecord, now: DateTime<Utc>, working: bool) -> String {
             } else {
                 format!("checking: {answered} of {} rows answered", t.total)
             };
+            if let Some(r) = pace.per_minute {
+                m.push_str(&format!(", {r:.0} a minute"));
+            }
+            if let Some(left) = pace.left_secs {
+                m.push_str(&format!(", about {} left", human_duration(left)));
+            }
+            if let Some((per_day, days)) = pace.slow_budget {
+                m.push_str(&format!(
+                    "; the accounts' budgets allow at most {} checks a day, so the open rows \
+                     take {days:.1} days: add accounts or raise their limits (docs/backends.md)",
+                    thousands(per_day)
+                ));
+            }
             if let Some(w) = &t.waiting {
                 m.push_str(&format!("; waiting: {w}"));
             } else if let Some(e) = recent_error {
@@ -129,6 +204,14 @@ fn message(t: &TaskRecord, now: DateTime<Utc>, working: bool) -> String {
                 .map(|e| format!(" (last error: {e})"))
                 .unwrap_or_default()
         ),
+        TaskStatus::Exported if t.invalid_national > 0 && t.default_region.is_none() => {
+            format!(
+                "done; {} of {} rows are invalid because they have no country code: upload \
+                 the file again with default_region (for example CH) to read them as national \
+                 numbers",
+                t.invalid_national, t.total
+            )
+        }
         TaskStatus::Exported => "done".to_owned(),
         TaskStatus::Cancelled => {
             let file = if t.result_key.is_some() {
@@ -146,6 +229,19 @@ fn message(t: &TaskRecord, now: DateTime<Utc>, working: bool) -> String {
     }
 }
 
+/// `1234567` as `1,234,567`.
+pub(crate) fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
@@ -153,7 +249,7 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 async fn view(state: &AppState, t: TaskRecord) -> Result<TaskView, ApiError> {
     let result_url = match (&t.status, &t.result_key) {
         (TaskStatus::Exported | TaskStatus::Cancelled, Some(key)) => {
-            let name = format!("{}.{}", t.id, t.result_format.extension());
+            let name = wacheck_worker::export::download_name(&t);
             let url = state
                 .blob
                 .url(key, &name, state.result_url_ttl())
@@ -168,7 +264,16 @@ async fn view(state: &AppState, t: TaskRecord) -> Result<TaskView, ApiError> {
     let working = t.status.is_checking()
         && (now - t.updated_at).num_seconds() >= STALL_SECS
         && wacheck_store::lifecycle::has_live_lease(&state.pool, t.id).await?;
-    let message = message(&t, now, working);
+    let pace = if t.status == TaskStatus::Processing {
+        pace(&t, now, state.accounts.checks_per_day(Some(&t.user_id)))
+    } else {
+        Pace {
+            per_minute: None,
+            left_secs: None,
+            slow_budget: None,
+        }
+    };
+    let message = message(&t, now, working, pace);
     let simulated = t.simulated || state.accounts.simulated_in_use(Some(&t.user_id));
     Ok(TaskView {
         message,
@@ -188,6 +293,12 @@ async fn view(state: &AppState, t: TaskRecord) -> Result<TaskView, ApiError> {
         simulated,
         cached: t.cached,
         waiting: t.waiting.clone().filter(|_| t.status.is_checking()),
+        rate_per_minute: pace.per_minute.map(|r| (r * 10.0).round() / 10.0),
+        estimated_finish_at: pace
+            .left_secs
+            .and_then(|s| chrono::Duration::try_milliseconds((s * 1000.0) as i64))
+            .and_then(|d| now.checked_add_signed(d))
+            .map(rfc3339),
     })
 }
 
@@ -267,9 +378,18 @@ async fn own_task(
         })?;
     let owner = user.acting_for(user_id)?;
     let id: TaskId = task_id.parse().map_err(|_| ApiError::task_not_found())?;
-    let task = wacheck_store::tasks::get(&state.pool, id).await?;
-    task.filter(|t| t.user_id == owner && t.kind == kind)
-        .ok_or_else(ApiError::task_not_found)
+    let task = wacheck_store::tasks::get(&state.pool, id)
+        .await?
+        .filter(|t| t.user_id == owner)
+        .ok_or_else(ApiError::task_not_found)?;
+    if task.kind != kind {
+        // Only its owner learns that it exists, under the other kind.
+        return Err(ApiError::NotFound(format!(
+            "task {id} is a {} task: use /wa/api/{}/tasks/{id}?user_id={}",
+            task.kind, task.kind, task.user_id
+        )));
+    }
+    Ok(task)
 }
 
 #[utoipa::path(
@@ -289,7 +409,7 @@ pub(crate) async fn get_task(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<(String, String)>,
-    query: web::Query<UserQuery>,
+    query: crate::query::Query<UserQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let task = own_task(&state, &user, path.into_inner(), &query).await?;
     Ok(HttpResponse::Ok().json(view(&state, task).await?))
@@ -323,7 +443,7 @@ pub(crate) async fn cancel_task(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<(String, String)>,
-    query: web::Query<UserQuery>,
+    query: crate::query::Query<UserQuery>,
 ) -> Result<HttpResponse, ApiError> {
     use wacheck_store::lifecycle::Cancel;
     let task = own_task(&state, &user, path.into_inner(), &query).await?;
@@ -356,7 +476,7 @@ pub(crate) async fn cancel_task_post(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<(String, String)>,
-    query: web::Query<UserQuery>,
+    query: crate::query::Query<UserQuery>,
 ) -> Result<HttpResponse, ApiError> {
     cancel_task(state, user, path, query).await
 }
@@ -380,7 +500,7 @@ pub(crate) async fn export_task(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<(String, String)>,
-    query: web::Query<UserQuery>,
+    query: crate::query::Query<UserQuery>,
 ) -> Result<HttpResponse, ApiError> {
     use wacheck_store::lifecycle::ExportRequest;
     let task = own_task(&state, &user, path.into_inner(), &query).await?;
@@ -467,11 +587,13 @@ pub(crate) async fn health(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// The parts of a signed link; a link missing one is refused as incomplete, not as a bad
+/// request (people copy links and lose their end).
 #[derive(Deserialize)]
 pub(crate) struct LinkQuery {
-    filename: String,
-    expires: i64,
-    sig: String,
+    filename: Option<String>,
+    expires: Option<i64>,
+    sig: Option<String>,
 }
 
 #[utoipa::path(
@@ -491,23 +613,34 @@ pub(crate) struct LinkQuery {
 pub(crate) async fn download(
     state: web::Data<AppState>,
     key: web::Path<String>,
-    query: web::Query<LinkQuery>,
+    query: crate::query::Query<LinkQuery>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let local = state
         .blob
         .as_local()
         .ok_or_else(|| ApiError::NotFound("no such file".into()))?;
+    let fresh = "read the task again for a fresh result_url";
+    let (Some(filename), Some(expires), Some(sig)) = (&query.filename, query.expires, &query.sig)
+    else {
+        return Err(ApiError::Forbidden {
+            code: "link_invalid",
+            message: format!(
+                "this download link is incomplete (it needs filename, expires and sig): \
+                 copy it whole, or {fresh}"
+            ),
+        });
+    };
     let path = local
-        .verify(&key, query.expires, &query.filename, &query.sig)
+        .verify(&key, expires, filename, sig)
         .map_err(|e| match e {
             wacheck_blob::LinkError::Expired => ApiError::Forbidden {
                 code: "link_expired",
-                message: "this download link has expired".into(),
+                message: format!("this download link has expired: {fresh}"),
             },
             wacheck_blob::LinkError::BadSignature => ApiError::Forbidden {
                 code: "link_invalid",
-                message: "this download link is not valid".into(),
+                message: format!("this download link was altered: {fresh}"),
             },
         })?;
     let file = actix_files::NamedFile::open_async(&path)
@@ -516,10 +649,47 @@ pub(crate) async fn download(
     let disposition = actix_web::http::header::ContentDisposition {
         disposition: actix_web::http::header::DispositionType::Attachment,
         parameters: vec![actix_web::http::header::DispositionParam::Filename(
-            query.filename.clone(),
+            filename.clone(),
         )],
     };
     Ok(file
         .set_content_disposition(disposition)
         .into_response(&req))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_is_the_slower_of_the_rate_and_the_budgets() {
+        // 120 rows checked in 60 s, 240 open: 120 a minute, 2 minutes left.
+        let p = pace_of(240, 120, Some(60.0), None);
+        assert_eq!(
+            (p.per_minute, p.left_secs, p.slow_budget),
+            (Some(120.0), Some(120.0), None)
+        );
+        // Budgets of 5,000 a day for 200,000 open rows: 40 days, whatever the rate so far.
+        let p = pace_of(200_000, 300, Some(60.0), Some(5_000));
+        assert_eq!(p.left_secs, Some(40.0 * 86_400.0));
+        assert_eq!(p.slow_budget, Some((5_000, 40.0)));
+        // Too early to say a rate (under 5 s), nothing checked yet, or nothing open.
+        assert_eq!(pace_of(10, 5, Some(4.0), None).per_minute, None);
+        assert_eq!(pace_of(10, 0, Some(30.0), None).left_secs, None);
+        assert_eq!(pace_of(0, 10, Some(30.0), Some(10)).left_secs, None);
+        // Within a day: no word about the budgets.
+        assert_eq!(pace_of(100, 0, None, Some(5_000)).slow_budget, None);
+    }
+
+    #[test]
+    fn spans_and_counts_read_as_people_write_them() {
+        assert_eq!(human_duration(40.2), "40 s");
+        assert_eq!(human_duration(725.0), "12 min");
+        assert_eq!(human_duration(12_000.0), "3 h 20 min");
+        assert_eq!(human_duration(216_000.0), "2.5 days");
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(5_000), "5,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
 }

@@ -216,6 +216,7 @@ async fn check_reserved(
             let outcome = match &e164 {
                 None => Some(Outcome {
                     whatsapp: Some(WhatsApp::Invalid),
+                    reason: Some(normalizer.why_invalid(input).reason().to_owned()),
                     ..Default::default()
                 }),
                 Some(n) => sink.answers.get(&n.key()).cloned(),

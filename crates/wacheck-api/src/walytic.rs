@@ -393,7 +393,7 @@ fn filter<'a>(user: &'a AuthUser, q: &'a HistoryQuery) -> Filter<'a> {
 pub(crate) async fn history_page(
     state: web::Data<AppState>,
     user: AuthUser,
-    query: web::Query<HistoryQuery>,
+    query: crate::query::Query<HistoryQuery>,
 ) -> Out {
     user.need("check")?;
     let (limit, offset) = crate::numbers::paging(query.limit, query.page)?;
@@ -423,7 +423,7 @@ const EXPORT_MAX: i64 = 1_000_000;
 pub(crate) async fn export(
     state: web::Data<AppState>,
     user: AuthUser,
-    query: web::Query<HistoryQuery>,
+    query: crate::query::Query<HistoryQuery>,
 ) -> Out {
     user.need("check")?;
     let xlsx = match query
@@ -523,7 +523,7 @@ pub struct Cleared {
 pub(crate) async fn clear(
     state: web::Data<AppState>,
     user: AuthUser,
-    query: web::Query<HistoryQuery>,
+    query: crate::query::Query<HistoryQuery>,
 ) -> Out {
     user.need("check")?;
     let deleted = history::clear(&state.pool, filter(&user, &query)).await?;

@@ -36,6 +36,11 @@ pub enum ExportHow {
     Csv,
     /// Constant-memory xlsx, as wacheck writes it.
     Xlsx,
+    /// csv with a reason and the upload's own columns (a contact list read again beside the
+    /// answers), as wacheck writes a full file.
+    CsvFull,
+    /// The same as constant-memory xlsx.
+    XlsxFull,
     /// rust_xlsxwriter's normal mode, which keeps the sheet in memory.
     XlsxNormal,
 }
@@ -179,21 +184,48 @@ fn result_row(i: u64) -> wacheck_store::chunks::ResultRow {
         privacy: None,
         jid: (!invalid && yes).then(|| format!("4179{:07}@s.whatsapp.net", i % 10_000_000)),
         cached: false,
+        reason: None,
     }
 }
 
+/// A contact list of `rows` rows (name, phone, city) whose phone cells match [`result_row`]'s
+/// rows, written before the clock starts.
+fn contact_list(rows: u64, path: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(w, "name,phone,city")?;
+    for i in 0..rows {
+        match result_row(i).raw {
+            Some(raw) => writeln!(w, "Person {i},{raw},Bern")?,
+            None => writeln!(w, "Person {i},+41 79 {:07},Bern", i % 10_000_000)?,
+        }
+    }
+    Ok(w.flush()?)
+}
+
 fn export(how: ExportHow, rows: u64, out: PathBuf) -> anyhow::Result<Measured> {
-    let started = Instant::now();
     let kind = TaskKind::Detail;
+    let input = out.with_extension("input.csv");
+    let full = matches!(how, ExportHow::CsvFull | ExportHow::XlsxFull);
+    if full {
+        contact_list(rows, &input)?;
+    }
+    let started = Instant::now();
     match how {
-        ExportHow::Csv | ExportHow::Xlsx => {
+        ExportHow::Csv | ExportHow::Xlsx | ExportHow::CsvFull | ExportHow::XlsxFull => {
             let format = match how {
-                ExportHow::Csv => ResultFormat::Csv,
+                ExportHow::Csv | ExportHow::CsvFull => ResultFormat::Csv,
                 _ => ResultFormat::Xlsx,
             };
             let (tx, rx) = tokio::sync::mpsc::channel(4);
             let path = out.clone();
-            let writer = std::thread::spawn(move || export::write_file(&path, format, kind, rx));
+            let mut shape = export::Shape::bare(kind, format);
+            let feed = full.then(|| {
+                shape.full = Some(Vec::new());
+                export::InputFeed::spawn(input.clone(), input::InputFormat::Csv { delimiter: b',' })
+            });
+            let writer =
+                std::thread::spawn(move || export::write_file(&path, format, shape, rx, feed));
             let mut i = 0;
             while i < rows {
                 let batch: Vec<_> = (i..(i + 2000).min(rows)).map(result_row).collect();
@@ -210,7 +242,10 @@ fn export(how: ExportHow, rows: u64, out: PathBuf) -> anyhow::Result<Measured> {
                 sheet.write_string(0, c as u16, *h)?;
             }
             for i in 0..rows {
-                for (c, v) in export::cells(kind, &result_row(i)).iter().enumerate() {
+                for (c, v) in export::cells(kind, ResultFormat::Xlsx, &result_row(i))
+                    .iter()
+                    .enumerate()
+                {
                     if !v.is_empty() {
                         sheet.write_string(i as u32 + 1, c as u16, v)?;
                     }
@@ -219,9 +254,11 @@ fn export(how: ExportHow, rows: u64, out: PathBuf) -> anyhow::Result<Measured> {
             book.save(&out)?;
         }
     }
+    let secs = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&input);
     let size = std::fs::metadata(&out)?.len();
     Ok(Measured {
-        secs: started.elapsed().as_secs_f64(),
+        secs,
         rows,
         note: format!("{:.1} MB file", size as f64 / 1e6),
         ..Default::default()

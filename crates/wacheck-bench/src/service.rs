@@ -141,7 +141,7 @@ impl Service {
         s.write_config()?;
         s.cli(&["migrate"])?;
         s.key = s
-            .cli(&["keys", "create", "--user", USER])?
+            .cli(&["keys", "create", "--create-user", "--user", USER])?
             .trim()
             .to_owned();
         Ok(s)

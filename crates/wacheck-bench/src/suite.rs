@@ -201,6 +201,16 @@ impl Suite {
             ("csv", "csv", "csv"),
             ("xlsx, constant memory (wacheck)", "xlsx", "xlsx"),
             ("xlsx, normal mode", "xlsx-normal", "xlsx"),
+            (
+                "csv with the upload's columns (wacheck's default)",
+                "csv-full",
+                "csv",
+            ),
+            (
+                "xlsx with the upload's columns (wacheck's default)",
+                "xlsx-full",
+                "xlsx",
+            ),
         ] {
             let out = self.work.join(format!("export.{ext}"));
             r.export.push((

@@ -35,6 +35,9 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn url(&self, key: &str, filename: &str, expires: Duration) -> Result<String, BlobError>;
     /// The stored bytes (for tests and tools; downloads go through `url`).
     async fn get(&self, key: &str) -> Result<Vec<u8>, BlobError>;
+    /// Copies the object into the file at `path`, streaming (memory stays flat whatever its
+    /// size).
+    async fn get_file(&self, key: &str, path: &Path) -> Result<(), BlobError>;
     /// Removes `key`; removing a missing key is not an error.
     async fn delete(&self, key: &str) -> Result<(), BlobError>;
     /// The local store, when this is one (the API serves its links).

@@ -118,6 +118,15 @@ impl BlobStore for LocalStore {
         }
     }
 
+    async fn get_file(&self, key: &str, path: &Path) -> Result<(), BlobError> {
+        match tokio::fs::copy(self.path(key)?, path).await {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(BlobError::NotFound(key.into()))
+            }
+            other => other.map(|_| ()).map_err(BlobError::from),
+        }
+    }
+
     async fn delete(&self, key: &str) -> Result<(), BlobError> {
         match tokio::fs::remove_file(self.path(key)?).await {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -119,6 +119,27 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// The body of `key`, as it streams in.
+    async fn body(&self, key: &str) -> Result<ByteStream, BlobError> {
+        validate_key(key)?;
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.body),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => {
+                Err(BlobError::NotFound(key.into()))
+            }
+            Err(e) => Err(remote(e)),
+        }
+    }
+}
+
 #[async_trait]
 impl BlobStore for S3Store {
     fn kind(&self) -> &'static str {
@@ -156,23 +177,19 @@ impl BlobStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, BlobError> {
-        validate_key(key)?;
-        let out = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => {
-                return Err(BlobError::NotFound(key.into()));
-            }
-            Err(e) => return Err(remote(e)),
-        };
-        let bytes = out.body.collect().await.map_err(remote)?;
+        let bytes = self.body(key).await?.collect().await.map_err(remote)?;
         Ok(bytes.into_bytes().to_vec())
+    }
+
+    async fn get_file(&self, key: &str, path: &Path) -> Result<(), BlobError> {
+        use tokio::io::AsyncWriteExt;
+        let mut body = self.body(key).await?;
+        let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(path).await?);
+        while let Some(bytes) = body.try_next().await.map_err(remote)? {
+            file.write_all(&bytes).await?;
+        }
+        file.flush().await?;
+        Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<(), BlobError> {

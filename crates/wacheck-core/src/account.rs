@@ -15,10 +15,11 @@ str_enum!(
 
 str_enum!(
     /// `connected` accounts get work; `cooling_down` ones get it again once their cool-down
-    /// ends; the others wait for the operator (or, for gateways, for their session to work
-    /// again).
+    /// ends; `unreachable` gateways get it again when they answer; the others wait for the
+    /// operator (or, for gateways, for their session to work again).
     AccountState {
         Pairing => "pairing",
+        Unreachable => "unreachable",
         Connected => "connected",
         CoolingDown => "cooling_down",
         LoggedOut => "logged_out",

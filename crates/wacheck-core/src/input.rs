@@ -73,6 +73,12 @@ pub fn detect(head: &[u8], file_name: Option<&str>) -> Result<InputFormat, Input
         .map(|(_, e)| e.to_ascii_lowercase())
         .unwrap_or_default();
     if head.starts_with(b"PK\x03\x04") {
+        // OpenDocument files are zips too; their first part names the document type.
+        if contains(head, b"application/vnd.oasis.opendocument") {
+            return Err(InputError::Unsupported(
+                "OpenDocument files (.ods) are not read: save the sheet as .xlsx or .csv".into(),
+            ));
+        }
         return Ok(InputFormat::Xlsx);
     }
     if head.starts_with(&[0xD0, 0xCF, 0x11, 0xE0]) {
@@ -127,6 +133,10 @@ pub fn detect(head: &[u8], file_name: Option<&str>) -> Result<InputFormat, Input
     })
 }
 
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 /// Occurrences of `delimiter` outside double quotes.
 fn count_unquoted(line: &str, delimiter: u8) -> usize {
     let mut quoted = false;
@@ -169,8 +179,56 @@ pub struct ReadSummary {
     pub column: usize,
 }
 
+/// How the records of a file are laid out, known before the first row is handed out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Layout {
+    /// The header record, when the file starts with one (it is not an input row).
+    pub header: Option<Vec<String>>,
+    /// The column that holds the numbers.
+    pub column: usize,
+    /// The widest of the records looked at to choose the column.
+    pub width: usize,
+}
+
+impl Layout {
+    /// Names of the file's own columns: its header, else `column 1`, `column 2`, … (one
+    /// `input` column for a text file of numbers).
+    pub fn column_names(&self, format: InputFormat) -> Vec<String> {
+        match (&self.header, format) {
+            (Some(h), _) => h.clone(),
+            (None, InputFormat::Txt) => vec!["input".to_owned()],
+            (None, _) => (1..=self.width.max(1))
+                .map(|i| format!("column {i}"))
+                .collect(),
+        }
+    }
+}
+
+/// One input row: the text of its number cell (cut to [`MAX_RAW_CHARS`]) and the whole record.
+#[derive(Debug)]
+pub struct Record<'a> {
+    pub number: String,
+    pub cells: &'a [String],
+    pub layout: &'a Layout,
+}
+
 /// Reads every input row of the file and hands its raw text to `emit`, in file order.
 pub fn read_rows<R, F>(
+    reader: R,
+    format: InputFormat,
+    max_rows: u64,
+    mut emit: F,
+) -> Result<ReadSummary, InputError>
+where
+    R: Read + Seek,
+    F: FnMut(String) -> Result<(), InputError>,
+{
+    read_records(reader, format, max_rows, |r| emit(r.number))
+}
+
+/// Reads every input row of the file and hands it, with its whole record, to `emit`, in file
+/// order: the same rows, in the same order, as [`read_rows`].
+pub fn read_records<R, F>(
     reader: R,
     format: InputFormat,
     max_rows: u64,
@@ -178,7 +236,7 @@ pub fn read_rows<R, F>(
 ) -> Result<ReadSummary, InputError>
 where
     R: Read + Seek,
-    F: FnMut(String) -> Result<(), InputError>,
+    F: FnMut(Record<'_>) -> Result<(), InputError>,
 {
     let mut picker = ColumnPicker::new(format == InputFormat::Txt, max_rows, emit);
     let long = |e: InputError| match e {
@@ -263,10 +321,12 @@ pub fn check_zip<R: Read + Seek>(reader: R) -> Result<(), InputError> {
         )));
     }
     let mut total: u64 = 0;
+    let mut workbook = false;
     for i in 0..zip.len() {
         let part = zip
             .by_index_raw(i)
             .map_err(|e| bad(format!("a part of the zip cannot be read: {e}")))?;
+        workbook |= part.name().is_ok_and(|n| n.starts_with("xl/"));
         if part.encrypted() {
             return Err(bad("the workbook is encrypted".into()));
         }
@@ -292,12 +352,19 @@ pub fn check_zip<R: Read + Seek>(reader: R) -> Result<(), InputError> {
             )));
         }
     }
+    if !workbook {
+        return Err(InputError::Unsupported(
+            "the file is a zip archive but not an Excel workbook (.xlsx): upload the sheet as \
+             .xlsx, .csv or .txt"
+                .into(),
+        ));
+    }
     Ok(())
 }
 
 fn read_txt<R: Read, F>(reader: R, picker: &mut ColumnPicker<F>) -> Result<(), InputError>
 where
-    F: FnMut(String) -> Result<(), InputError>,
+    F: FnMut(Record<'_>) -> Result<(), InputError>,
 {
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let mut line = Vec::with_capacity(256);
@@ -323,7 +390,7 @@ fn read_csv<R: Read, F>(
     picker: &mut ColumnPicker<F>,
 ) -> Result<(), InputError>
 where
-    F: FnMut(String) -> Result<(), InputError>,
+    F: FnMut(Record<'_>) -> Result<(), InputError>,
 {
     let mut bom = [0u8; 3];
     let mut got = 0;
@@ -370,7 +437,7 @@ where
 
 fn read_xlsx<R: Read + Seek, F>(reader: R, picker: &mut ColumnPicker<F>) -> Result<(), InputError>
 where
-    F: FnMut(String) -> Result<(), InputError>,
+    F: FnMut(Record<'_>) -> Result<(), InputError>,
 {
     let bad = |e: calamine::XlsxError| InputError::InvalidXlsx(e.to_string());
     let mut reader = reader;
@@ -434,12 +501,13 @@ struct ColumnPicker<F> {
     emit: F,
     buffered: Vec<Vec<String>>,
     decided: Option<usize>,
+    layout: Layout,
     summary: ReadSummary,
 }
 
 impl<F> ColumnPicker<F>
 where
-    F: FnMut(String) -> Result<(), InputError>,
+    F: FnMut(Record<'_>) -> Result<(), InputError>,
 {
     fn new(txt: bool, max_rows: u64, emit: F) -> Self {
         Self {
@@ -448,6 +516,7 @@ where
             emit,
             buffered: Vec::new(),
             decided: None,
+            layout: Layout::default(),
             summary: ReadSummary::default(),
         }
     }
@@ -478,6 +547,11 @@ where
         self.decided = Some(col);
         self.summary.column = col;
         self.summary.header_skipped = header;
+        self.layout = Layout {
+            header: header.then(|| records[0].clone()),
+            column: col,
+            width: records.iter().map(Vec::len).max().unwrap_or(0),
+        };
         for record in records.iter().skip(usize::from(header)) {
             self.emit_cell(record, col)?;
         }
@@ -492,12 +566,16 @@ where
             return Err(InputError::TooManyRows(self.max_rows));
         }
         self.summary.rows += 1;
-        let raw = if cell.chars().count() > MAX_RAW_CHARS {
+        let number = if cell.chars().count() > MAX_RAW_CHARS {
             cell.chars().take(MAX_RAW_CHARS).collect()
         } else {
             cell.clone()
         };
-        (self.emit)(raw)
+        (self.emit)(Record {
+            number,
+            cells: record,
+            layout: &self.layout,
+        })
     }
 }
 
@@ -720,5 +798,72 @@ mod tests {
         let data = include_bytes!("../tests/data/overflowing_cell_reference.xlsx");
         let err = read_err(data, InputFormat::Xlsx);
         assert!(matches!(err, InputError::InvalidXlsx(_)), "{err}");
+    }
+
+    /// Every record of `data` as (number cell, whole record), and the layout.
+    fn records(data: &[u8]) -> (Vec<(String, Vec<String>)>, Layout) {
+        let format = detect(data, None).unwrap();
+        let mut out = Vec::new();
+        let mut layout = Layout::default();
+        read_records(Cursor::new(data.to_vec()), format, u64::MAX, |r| {
+            layout = r.layout.clone();
+            out.push((r.number, r.cells.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        (out, layout)
+    }
+
+    #[test]
+    fn records_come_with_the_files_own_columns() {
+        let (rows, layout) =
+            records(b"name,phone,city\nAnna,+41 79 828 46 51,Bern\nBo,n/a,Basel\n");
+        assert_eq!(
+            layout.header.as_deref(),
+            Some(&["name".to_owned(), "phone".into(), "city".into()][..])
+        );
+        assert_eq!(layout.column, 1);
+        assert_eq!(
+            rows,
+            vec![
+                (
+                    "+41 79 828 46 51".to_owned(),
+                    vec!["Anna".into(), "+41 79 828 46 51".into(), "Bern".into()]
+                ),
+                (
+                    "n/a".to_owned(),
+                    vec!["Bo".into(), "n/a".into(), "Basel".into()]
+                ),
+            ]
+        );
+        let format = InputFormat::Csv { delimiter: b',' };
+        assert_eq!(layout.column_names(format), ["name", "phone", "city"]);
+        // Without a header the columns are numbered; a text file has one.
+        let (_, layout) = records(b"+41798284651;x\n+41798284652;y\n");
+        assert_eq!(
+            layout.column_names(InputFormat::Csv { delimiter: b';' }),
+            ["column 1", "column 2"]
+        );
+        let (rows, layout) = records(b"+41 79 828 46 51\n");
+        assert_eq!(layout.column_names(InputFormat::Txt), ["input"]);
+        assert_eq!(rows[0].1, ["+41 79 828 46 51"]);
+    }
+
+    #[test]
+    fn spreadsheets_we_do_not_read_are_named() {
+        let mut ods = b"PK\x03\x04".to_vec();
+        ods.extend_from_slice(&[0; 26]);
+        ods.extend_from_slice(b"mimetypeapplication/vnd.oasis.opendocument.spreadsheet");
+        let err = detect(&ods, Some("contacts.ods")).unwrap_err();
+        assert!(
+            matches!(&err, InputError::Unsupported(m) if m.contains(".ods")),
+            "{err}"
+        );
+        // A zip that holds no workbook is not "a broken workbook".
+        let err = read_err(&zip_of("word/document.xml", 0), InputFormat::Xlsx);
+        assert!(
+            matches!(&err, InputError::Unsupported(m) if m.contains("not an Excel workbook")),
+            "{err}"
+        );
     }
 }

@@ -11,6 +11,6 @@ pub mod sanitize;
 pub mod task;
 
 pub use account::{AccountKind, AccountState};
-pub use number::{E164, Normalizer, NumberError};
+pub use number::{E164, Invalid, Normalizer, NumberError};
 pub use outcome::{Outcome, WhatsApp};
 pub use task::{ResultFormat, TaskId, TaskKind, TaskStatus};

@@ -111,6 +111,42 @@ impl Normalizer {
     }
 }
 
+/// Why a cell is not a valid phone number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalid {
+    /// Letters, too few or too many digits, or other text.
+    NotANumber,
+    /// Written without a country code, and no `default_region` says which country it is in.
+    NoCountryCode,
+    /// Digits that no numbering plan has (for the default region, nor as international).
+    NotValid,
+}
+
+impl Invalid {
+    /// The reason in the user's words, as result files and single checks give it.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Invalid::NotANumber => "not a phone number",
+            Invalid::NoCountryCode => {
+                "no country code: write the number with + and its country code, or set \
+                 default_region"
+            }
+            Invalid::NotValid => "not a valid phone number",
+        }
+    }
+}
+
+impl Normalizer {
+    /// Why [`Normalizer::normalize`] refused `raw` (asked only of refused cells).
+    pub fn why_invalid(&self, raw: &str) -> Invalid {
+        match clean(raw) {
+            None => Invalid::NotANumber,
+            Some(c) if self.region.is_none() && !c.starts_with('+') => Invalid::NoCountryCode,
+            Some(_) => Invalid::NotValid,
+        }
+    }
+}
+
 /// Keeps digits and one leading `+`; maps a leading `00` to `+`. Rejects letters and anything
 /// that is not punctuation people put into phone numbers. (The first step of
 /// [`Normalizer::normalize`]; public so that other libraries can be compared after it.)
@@ -262,5 +298,17 @@ mod tests {
         assert!(!looks_like_phone("phone"));
         assert!(!looks_like_phone("2024-01-01T00:00"));
         assert!(!looks_like_phone("123"));
+    }
+
+    #[test]
+    fn refused_cells_say_why() {
+        let none = Normalizer::new(None).unwrap();
+        let ch = Normalizer::new(Some("CH")).unwrap();
+        assert_eq!(none.why_invalid("call me"), Invalid::NotANumber);
+        assert_eq!(none.why_invalid("12"), Invalid::NotANumber);
+        assert_eq!(none.why_invalid("079 828 46 51"), Invalid::NoCountryCode);
+        assert_eq!(ch.why_invalid("079 828 46"), Invalid::NotValid);
+        assert_eq!(none.why_invalid("+41 00 000 00 00"), Invalid::NotValid);
+        assert!(Invalid::NoCountryCode.reason().contains("default_region"));
     }
 }

@@ -108,8 +108,8 @@ async fn advance_once(pool: &PgPool, task: TaskId, window: u32) -> Result<Pushes
 /// pending -> processing; invalid rows are counted as failures at that moment.
 async fn start(conn: &mut sqlx::PgConnection, id: &str) -> Result<()> {
     sqlx::query(
-        "UPDATE tasks SET status = 'processing', failure = failure + invalid, updated_at = now() \
-         WHERE id = $1 AND status = 'pending'",
+        "UPDATE tasks SET status = 'processing', failure = failure + invalid, updated_at = now(), \
+         started_at = now() WHERE id = $1 AND status = 'pending'",
     )
     .bind(id)
     .execute(conn)
@@ -535,12 +535,14 @@ pub struct ResultRow {
     pub privacy: Option<String>,
     pub jid: Option<String>,
     pub cached: bool,
+    /// Why the number is `unknown`, when it is.
+    pub reason: Option<String>,
 }
 
 /// A stored block: its number, the rows' E.164 digits, the raw text of invalid rows.
 type BlockRow = (i32, Vec<Option<i64>>, Option<Vec<Option<String>>>);
 /// A stored answer: number, outcome, signature, status date, business flag, picture flag,
-/// privacy note, JID, cached.
+/// privacy note, JID, cached, reason.
 type AnswerRow = (
     i64,
     String,
@@ -551,6 +553,7 @@ type AnswerRow = (
     Option<String>,
     Option<String>,
     bool,
+    Option<String>,
 );
 
 /// Blocks of input rows per step of [`result_rows`] (64k rows).
@@ -599,7 +602,7 @@ pub fn result_rows(pool: &PgPool, task: TaskId) -> BoxStream<'_, Result<Vec<Resu
         wanted.dedup();
         let answers: Vec<AnswerRow> = sqlx::query_as(
             "SELECT number, outcome, signature, status_update, business, has_picture, privacy, \
-               jid, cached FROM task_results \
+               jid, cached, reason FROM task_results \
                  WHERE task_id = $1 AND number = ANY($2)",
         )
         .bind(&id)
@@ -623,6 +626,7 @@ pub fn result_rows(pool: &PgPool, task: TaskId) -> BoxStream<'_, Result<Vec<Resu
                     privacy: answer.and_then(|a| a.6.clone()),
                     jid: answer.and_then(|a| a.7.clone()),
                     cached: answer.is_some_and(|a| a.8),
+                    reason: answer.and_then(|a| a.9.clone()),
                 });
             }
         }

@@ -242,13 +242,16 @@ pub async fn give_up_exhausted(pool: &PgPool, max_attempts: u32, window: u32) ->
 pub struct Expired {
     pub id: TaskId,
     pub result_key: Option<String>,
+    /// The kept upload.
+    pub input_key: Option<String>,
 }
 
 /// Up to `limit` finished (exported or cancelled) tasks created more than `retention` ago,
 /// oldest first. Tasks still at work are left alone.
 pub async fn expired(pool: &PgPool, retention: Duration, limit: i64) -> Result<Vec<Expired>> {
-    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT id, result_key FROM tasks WHERE created_at < now() - make_interval(secs => $1) \
+    let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT id, result_key, input_key FROM tasks \
+         WHERE created_at < now() - make_interval(secs => $1) \
          AND status IN ('exported', 'cancelled') ORDER BY created_at LIMIT $2",
     )
     .bind(retention.as_secs_f64())
@@ -256,8 +259,9 @@ pub async fn expired(pool: &PgPool, retention: Duration, limit: i64) -> Result<V
     .fetch_all(pool)
     .await?;
     rows.into_iter()
-        .map(|(id, result_key)| {
+        .map(|(id, result_key, input_key)| {
             Ok(Expired {
+                input_key,
                 id: id
                     .parse()
                     .map_err(|_| StoreError::Corrupt(format!("task id `{id}`")))?,

@@ -18,6 +18,41 @@ pub struct NewTask {
     pub chunk_size: u32,
     /// Whether cached answers may be used (otherwise every number is checked afresh).
     pub use_cache: bool,
+    /// The uploaded file's name as the client sent it.
+    pub input_name: Option<String>,
+    /// Where the upload is kept in the result store.
+    pub input_key: Option<String>,
+    pub result_columns: ResultColumns,
+}
+
+/// Which columns a result file has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResultColumns {
+    /// The answer columns, a `reason`, then the input's own columns.
+    #[default]
+    Full,
+    /// The answer columns alone, as ekycpro's files have them.
+    Ekycpro,
+}
+
+impl ResultColumns {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultColumns::Full => "full",
+            ResultColumns::Ekycpro => "ekycpro",
+        }
+    }
+}
+
+impl std::str::FromStr for ResultColumns {
+    type Err = ();
+    fn from_str(s: &str) -> std::result::Result<Self, ()> {
+        match s {
+            "full" => Ok(ResultColumns::Full),
+            "ekycpro" => Ok(ResultColumns::Ekycpro),
+            _ => Err(()),
+        }
+    }
 }
 
 /// What the reader found, known once the whole file is read.
@@ -28,6 +63,8 @@ pub struct IngestSummary {
     /// Distinct valid numbers.
     pub distinct: u64,
     pub chunks: u32,
+    /// Invalid rows written without a country code while no default region was given.
+    pub invalid_national: u64,
 }
 
 /// What the reader hands to [`insert`], in this order: every block of input rows, then every
@@ -213,6 +250,14 @@ pub struct TaskRecord {
     /// Why the task's work waits (no healthy account), and since when.
     pub waiting: Option<String>,
     pub waiting_since: Option<DateTime<Utc>>,
+    pub input_name: Option<String>,
+    pub input_key: Option<String>,
+    pub result_columns: ResultColumns,
+    /// Invalid rows written without a country code while no default region was given.
+    pub invalid_national: i64,
+    /// When a worker first took the task's work.
+    pub started_at: Option<DateTime<Utc>>,
+    pub default_region: Option<String>,
 }
 
 macro_rules! task_columns {
@@ -220,7 +265,8 @@ macro_rules! task_columns {
         "id, user_id, kind, status, result_format, total, invalid, distinct_numbers, success, \
          failure, chunk_size, chunk_count, chunks_done, result_key, created_at, updated_at, \
          unknown, last_error, last_error_at, cancelled_at, export_enqueued_at, use_cache, cached, \
-         simulated, waiting, waiting_since"
+         simulated, waiting, waiting_since, input_name, input_key, result_columns, \
+         invalid_national, started_at, default_region"
     };
 }
 
@@ -230,6 +276,7 @@ fn task_from_row(row: &sqlx::postgres::PgRow) -> Result<TaskRecord> {
     let kind: String = row.try_get("kind")?;
     let status: String = row.try_get("status")?;
     let format: String = row.try_get("result_format")?;
+    let columns: String = row.try_get("result_columns")?;
     Ok(TaskRecord {
         id: id.parse().map_err(|_| corrupt("id", &id))?,
         user_id: row.try_get("user_id")?,
@@ -257,6 +304,14 @@ fn task_from_row(row: &sqlx::postgres::PgRow) -> Result<TaskRecord> {
         simulated: row.try_get("simulated")?,
         waiting: row.try_get("waiting")?,
         waiting_since: row.try_get("waiting_since")?,
+        input_name: row.try_get("input_name")?,
+        input_key: row.try_get("input_key")?,
+        result_columns: columns
+            .parse()
+            .map_err(|_| corrupt("result_columns", &columns))?,
+        invalid_national: row.try_get("invalid_national")?,
+        started_at: row.try_get("started_at")?,
+        default_region: row.try_get("default_region")?,
     })
 }
 
@@ -342,8 +397,9 @@ pub async fn insert<E>(
     let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO tasks (id, user_id, kind, status, result_format, default_region, total, \
-         invalid, distinct_numbers, chunk_size, chunk_count, use_cache) \
-         VALUES ($1, $2, $3, 'pending', $4, $5, 0, 0, 0, $6, 0, $7)",
+         invalid, distinct_numbers, chunk_size, chunk_count, use_cache, input_name, input_key, \
+         result_columns) \
+         VALUES ($1, $2, $3, 'pending', $4, $5, 0, 0, 0, $6, 0, $7, $8, $9, $10)",
     )
     .bind(&id)
     .bind(&new.user_id)
@@ -352,6 +408,9 @@ pub async fn insert<E>(
     .bind(&new.default_region)
     .bind(new.chunk_size as i32)
     .bind(new.use_cache)
+    .bind(&new.input_name)
+    .bind(&new.input_key)
+    .bind(new.result_columns.as_str())
     .execute(&mut *tx)
     .await?;
 
@@ -405,8 +464,8 @@ pub async fn insert<E>(
 
     let chunks = summary.chunks;
     let row = sqlx::query(concat!(
-        "UPDATE tasks SET total = $2, invalid = $3, distinct_numbers = $4, chunk_count = $5 \
-         WHERE id = $1 RETURNING ",
+        "UPDATE tasks SET total = $2, invalid = $3, distinct_numbers = $4, chunk_count = $5, \
+         invalid_national = $6 WHERE id = $1 RETURNING ",
         task_columns!()
     ))
     .bind(&id)
@@ -414,6 +473,7 @@ pub async fn insert<E>(
     .bind(summary.invalid as i64)
     .bind(summary.distinct as i64)
     .bind(chunks as i32)
+    .bind(summary.invalid_national as i64)
     .fetch_one(&mut *tx)
     .await?;
     let record = task_from_row(&row)?;

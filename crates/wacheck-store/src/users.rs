@@ -111,6 +111,62 @@ pub async fn get(pool: &PgPool, id: &str) -> Result<Option<UserRecord>> {
     Ok(row.map(user_of))
 }
 
+/// What deleting a user did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deleted {
+    /// The user and everything of theirs is gone; these stored files were theirs (the caller
+    /// removes them from the result store).
+    Done {
+        tasks: u64,
+        files: Vec<String>,
+    },
+    NotFound,
+    /// Refused: the user has tasks, and their data was not to be deleted.
+    HasTasks(u64),
+}
+
+/// Deletes a user with their keys, history, quotas and own accounts; with their tasks too
+/// when `with_data`, else only while they have none. One transaction: all or nothing.
+pub async fn delete(pool: &PgPool, id: &str, with_data: bool) -> Result<Deleted> {
+    let mut tx = pool.begin().await?;
+    let exists: Option<String> =
+        sqlx::query_scalar("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if exists.is_none() {
+        return Ok(Deleted::NotFound);
+    }
+    let tasks: Vec<(String, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT id, result_key, input_key FROM tasks WHERE user_id = $1")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+    if !tasks.is_empty() && !with_data {
+        return Ok(Deleted::HasTasks(tasks.len() as u64));
+    }
+    let ids: Vec<&str> = tasks.iter().map(|t| t.0.as_str()).collect();
+    let count = ids.len() as u64;
+    // Answers are not tied to their task by a foreign key (it would slow every insert).
+    sqlx::query("DELETE FROM task_results WHERE task_id = ANY($1)")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let files = tasks
+        .into_iter()
+        .flat_map(|(_, result, input)| result.into_iter().chain(input))
+        .collect();
+    Ok(Deleted::Done {
+        tasks: count,
+        files,
+    })
+}
+
 /// An enabled user (a JWT's subject must be one).
 pub async fn active(pool: &PgPool, id: &str) -> Result<Option<UserRecord>> {
     Ok(get(pool, id).await?.filter(|u| u.disabled_at.is_none()))

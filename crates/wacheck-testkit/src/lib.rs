@@ -139,8 +139,16 @@ impl FakeGateway {
     }
 
     fn serve(state: Arc<Gateway>, routes: fn(&mut web::ServiceConfig)) -> FakeGateway {
+        Self::serve_on(0, state, routes)
+    }
+
+    fn serve_on(
+        port: u16,
+        state: Arc<Gateway>,
+        routes: fn(&mut web::ServiceConfig),
+    ) -> FakeGateway {
         let data = web::Data::from(state.clone());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("a free port");
         let addr = listener.local_addr().expect("bound");
         let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(routes))
             .workers(2)
@@ -160,6 +168,21 @@ impl FakeGateway {
     /// WAHA with one session named `session`, answering to `key`.
     pub fn waha(key: &str, session: &str, registered_percent: u8, hidden_percent: u8) -> Self {
         Self::serve(
+            Gateway::new(key, session, registered_percent, hidden_percent),
+            waha::routes,
+        )
+    }
+
+    /// WAHA as [`FakeGateway::waha`], on a given port (a gateway that starts late).
+    pub fn waha_on(
+        port: u16,
+        key: &str,
+        session: &str,
+        registered_percent: u8,
+        hidden_percent: u8,
+    ) -> Self {
+        Self::serve_on(
+            port,
             Gateway::new(key, session, registered_percent, hidden_percent),
             waha::routes,
         )

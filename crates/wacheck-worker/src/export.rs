@@ -1,22 +1,31 @@
 //! Result files: one row per input row, in input order, streamed from Postgres into a
 //! constant-memory xlsx or a csv, then stored.
+//!
+//! A row is ekycpro's answer columns first (clients read them by position), then, in a full
+//! file, a `reason` for invalid and unknown rows and the input's own columns, read again from
+//! the kept upload in step with the answers.
 
 use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
 use futures::StreamExt;
-use rust_xlsxwriter::{Workbook, Worksheet};
+use rust_xlsxwriter::{Color, Format, FormatBorder, Workbook, Worksheet};
 use tokio::sync::mpsc;
-use wacheck_core::sanitize::neutralize_formula;
-use wacheck_core::{ResultFormat, TaskId, TaskKind, TaskStatus};
+use wacheck_core::input::{self, InputFormat};
+use wacheck_core::sanitize::{neutralize_formula, result_file_name};
+use wacheck_core::{Normalizer, ResultFormat, TaskId, TaskKind, TaskStatus};
 use wacheck_store::chunks::{self, ResultRow};
-use wacheck_store::tasks;
+use wacheck_store::tasks::{self, ResultColumns, TaskRecord};
 
 use crate::pipeline::Pipeline;
 
 /// Data rows per xlsx sheet (the format's 1,048,576 rows, less the header).
 pub const XLSX_ROWS_PER_SHEET: u32 = 1_048_575;
+/// Columns of the upload a result file gives back (the workbook reader reads no further).
+pub const MAX_INPUT_COLUMNS: usize = 1024;
+/// Characters of a cell the upload gives back: what an xlsx cell holds.
+pub const MAX_CELL_CHARS: usize = 32_767;
 
 /// Columns of a result file. `cached` says whether the answer came from the result cache;
 /// `picture` whether a profile picture is visible, `privacy` what privacy settings hid, `jid`
@@ -46,66 +55,256 @@ fn yes_no(b: Option<bool>) -> String {
     }
 }
 
-/// The cells of one result row. Text that came from outside (raw input, about text) is
-/// defused so that it never becomes a formula.
-pub fn cells(kind: TaskKind, row: &ResultRow) -> Vec<String> {
-    let (number, whatsapp) = match (&row.e164, &row.outcome) {
-        (Some(e164), Some(outcome)) => (e164.clone(), outcome.clone()),
-        // Only a cancelled task has numbers nobody checked.
-        (Some(e164), None) => (e164.clone(), "unchecked".to_owned()),
-        (None, _) => (
-            neutralize_formula(row.raw.as_deref().unwrap_or_default()).into_owned(),
-            "invalid".to_owned(),
-        ),
-    };
-    let answered = row.outcome.is_some();
-    let mut out = vec![number, whatsapp];
-    if kind == TaskKind::Detail {
-        let yes = out[1] == "yes";
-        let sig = row
-            .signature
-            .as_deref()
-            .filter(|_| yes)
-            .map(neutralize_formula);
-        out.push(sig.map(|s| s.into_owned()).unwrap_or_default());
-        out.push(
-            row.status_update
-                .filter(|_| yes)
-                .map(|d| d.format("%Y-%m-%d").to_string())
-                .unwrap_or_default(),
-        );
-        out.push(yes_no(row.business.filter(|_| yes)));
-        out.push(yes_no(row.has_picture.filter(|_| yes)));
-        out.push(row.privacy.clone().filter(|_| yes).unwrap_or_default());
-        out.push(
-            row.jid
-                .as_deref()
-                .filter(|_| yes)
-                .map(neutralize_formula)
-                .map(|j| j.into_owned())
-                .unwrap_or_default(),
-        );
-    }
-    out.push(yes_no(answered.then_some(row.cached)));
-    out
+/// What a result file holds besides the answers, and how its text is written.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    pub kind: TaskKind,
+    /// csv only: text that came from outside gets a leading apostrophe so that it never
+    /// becomes a formula (an xlsx string cell is never one, so it keeps its text as it was).
+    pub defuse: bool,
+    /// A full file: the `reason` column, then the input's own columns (named here; empty when
+    /// the upload was not kept).
+    pub full: Option<Vec<String>>,
+    /// The task's normaliser: says why an invalid row is invalid.
+    pub normalizer: Normalizer,
 }
 
-/// Writes rows arriving on `rx` to `path`; runs on a blocking thread.
+impl Shape {
+    /// The answer columns alone, as ekycpro's files have them.
+    pub fn bare(kind: TaskKind, format: ResultFormat) -> Self {
+        Shape {
+            kind,
+            defuse: format == ResultFormat::Csv,
+            full: None,
+            normalizer: Normalizer::default(),
+        }
+    }
+
+    pub fn header(&self) -> Vec<String> {
+        let mut h: Vec<String> = header(self.kind).iter().map(|s| (*s).to_owned()).collect();
+        if let Some(input) = &self.full {
+            h.push("reason".into());
+            h.extend(input.iter().map(|name| self.outside(name)));
+        }
+        h
+    }
+
+    /// A cell of the upload as the file writes it: cut to what a spreadsheet cell holds, and
+    /// defused in csv.
+    fn outside(&self, cell: &str) -> String {
+        let cell = match cell.char_indices().nth(MAX_CELL_CHARS) {
+            Some((cut, _)) => &cell[..cut],
+            None => cell,
+        };
+        self.text(cell).into_owned()
+    }
+
+    fn text<'a>(&self, s: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.defuse {
+            neutralize_formula(s)
+        } else {
+            std::borrow::Cow::Borrowed(s)
+        }
+    }
+
+    /// The cells of one result row; `input` is the row's own record in a full file.
+    pub fn cells(&self, row: &ResultRow, input: Option<&[String]>) -> Vec<String> {
+        let (number, whatsapp) = match (&row.e164, &row.outcome) {
+            (Some(e164), Some(outcome)) => (e164.clone(), outcome.clone()),
+            // Only a cancelled task has numbers nobody checked.
+            (Some(e164), None) => (e164.clone(), "unchecked".to_owned()),
+            (None, _) => (
+                self.text(row.raw.as_deref().unwrap_or_default())
+                    .into_owned(),
+                "invalid".to_owned(),
+            ),
+        };
+        let answered = row.outcome.is_some();
+        let mut out = vec![number, whatsapp];
+        if self.kind == TaskKind::Detail {
+            let yes = out[1] == "yes";
+            let sig = row.signature.as_deref().filter(|_| yes);
+            out.push(sig.map(|s| self.text(s).into_owned()).unwrap_or_default());
+            out.push(
+                row.status_update
+                    .filter(|_| yes)
+                    .map(|d| d.format("%Y-%m-%d").to_string())
+                    .unwrap_or_default(),
+            );
+            out.push(yes_no(row.business.filter(|_| yes)));
+            out.push(yes_no(row.has_picture.filter(|_| yes)));
+            out.push(row.privacy.clone().filter(|_| yes).unwrap_or_default());
+            let jid = row.jid.as_deref().filter(|_| yes);
+            out.push(jid.map(|j| self.text(j).into_owned()).unwrap_or_default());
+        }
+        out.push(yes_no(answered.then_some(row.cached)));
+        if self.full.is_some() {
+            let reason = match (&row.e164, row.outcome.as_deref()) {
+                (None, _) => self
+                    .normalizer
+                    .why_invalid(row.raw.as_deref().unwrap_or_default())
+                    .reason()
+                    .to_owned(),
+                (Some(_), Some("unknown")) => row
+                    .reason
+                    .as_deref()
+                    .map(|r| self.text(r).into_owned())
+                    .unwrap_or_else(|| "the backend gave no answer".into()),
+                (Some(_), None) => "not checked: the task was cancelled".into(),
+                _ => String::new(),
+            };
+            out.push(reason);
+            // Every row as wide as the header: cells past it are left out, missing ones empty.
+            let width = self.full.as_ref().map_or(0, Vec::len);
+            let cells = input.unwrap_or_default();
+            out.extend(
+                (0..width).map(|i| cells.get(i).map(|c| self.outside(c)).unwrap_or_default()),
+            );
+        }
+        out
+    }
+}
+
+/// The cells of one row of a bare (ekycpro) file.
+pub fn cells(kind: TaskKind, format: ResultFormat, row: &ResultRow) -> Vec<String> {
+    Shape::bare(kind, format).cells(row, None)
+}
+
+/// What the reader of a kept upload sends to the writer.
+#[derive(Debug)]
+pub enum Fed {
+    /// First: the names of the input's columns.
+    Columns(Vec<String>),
+    /// Then each input row: the text of its number cell and its whole record.
+    Row(String, Vec<String>),
+    /// The upload could not be read again.
+    Failed(String),
+}
+
+/// Input records read again from the kept upload, handed out in step with the answers.
+pub struct InputFeed {
+    rx: std::sync::mpsc::Receiver<Fed>,
+    /// Rows handed out so far.
+    seen: u64,
+    /// False once the records and the answers disagreed (never expected: the same reader reads
+    /// the same file): later rows get no input cells rather than someone else's.
+    in_step: bool,
+}
+
+impl InputFeed {
+    /// Reads `path` (a file of `format`) on a thread of its own, a bounded number of records
+    /// ahead of the writer.
+    pub fn spawn(path: std::path::PathBuf, format: InputFormat) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel(4096);
+        std::thread::spawn(move || {
+            let mut named = false;
+            let read = std::fs::File::open(&path)
+                .map_err(input::InputError::from)
+                .and_then(|file| {
+                    let reader = std::io::BufReader::with_capacity(1 << 16, file);
+                    input::read_records(reader, format, u64::MAX, |r| {
+                        if !named {
+                            named = true;
+                            let names = r.layout.column_names(format);
+                            tx.send(Fed::Columns(names)).map_err(stopped)?;
+                        }
+                        tx.send(Fed::Row(r.number, r.cells.to_vec()))
+                            .map_err(stopped)
+                    })
+                });
+            if let Err(e) = read {
+                let _ = tx.send(Fed::Failed(e.to_string()));
+            }
+        });
+        InputFeed {
+            rx,
+            seen: 0,
+            in_step: true,
+        }
+    }
+
+    /// The names of the input's columns (empty when the upload cannot be read).
+    pub fn columns(&mut self) -> Vec<String> {
+        match self.rx.recv() {
+            Ok(Fed::Columns(mut names)) => {
+                names.truncate(MAX_INPUT_COLUMNS);
+                names
+            }
+            other => {
+                self.lose_step(&format!("{other:?}"));
+                Vec::new()
+            }
+        }
+    }
+
+    /// The record of the next input row, which must be `row`. An invalid row is stored with
+    /// its text, which must be the text read again; a valid row's number is normalised again
+    /// once every [`CHECK_EVERY`] rows (normalising all would double the export's time).
+    pub fn next(&mut self, row: &ResultRow, normalizer: &Normalizer) -> Option<Vec<String>> {
+        if !self.in_step {
+            return None;
+        }
+        self.seen += 1;
+        let sampled = self.seen % CHECK_EVERY == 1;
+        match self.rx.recv() {
+            Ok(Fed::Row(number, cells))
+                if match &row.e164 {
+                    None => row.raw.as_deref() == Some(number.as_str()),
+                    Some(e164) if sampled => normalizer
+                        .normalize(&number)
+                        .is_some_and(|n| n.as_str() == e164),
+                    Some(_) => true,
+                } =>
+            {
+                Some(cells)
+            }
+            other => {
+                self.lose_step(&format!("{other:?}"));
+                None
+            }
+        }
+    }
+
+    fn lose_step(&mut self, got: &str) {
+        if self.in_step {
+            tracing::warn!(
+                got,
+                "the kept upload no longer matches the task's rows: the rest of the result file has no input columns"
+            );
+        }
+        self.in_step = false;
+    }
+}
+
+/// One valid row in this many has its number normalised again to prove the feed in step.
+const CHECK_EVERY: u64 = 1024;
+
+fn stopped<T>(_: std::sync::mpsc::SendError<T>) -> input::InputError {
+    input::InputError::Io(std::io::Error::other("the result writer stopped"))
+}
+
+/// Writes rows arriving on `rx` to `path`; runs on a blocking thread. A full file takes the
+/// input's own columns from `input`.
 pub fn write_file(
     path: &Path,
     format: ResultFormat,
-    kind: TaskKind,
+    mut shape: Shape,
     mut rx: mpsc::Receiver<Vec<ResultRow>>,
+    mut input: Option<InputFeed>,
 ) -> anyhow::Result<u64> {
+    if let (Some(feed), Some(names)) = (input.as_mut(), shape.full.as_mut()) {
+        *names = feed.columns();
+    }
     match format {
         ResultFormat::Csv => {
             let file = std::fs::File::create(path)?;
             let mut w = csv::Writer::from_writer(std::io::BufWriter::with_capacity(1 << 16, file));
-            w.write_record(header(kind))?;
+            w.write_record(shape.header())?;
             let mut n = 0;
             while let Some(batch) = rx.blocking_recv() {
                 for row in &batch {
-                    w.write_record(cells(kind, row))?;
+                    let record = input.as_mut().and_then(|f| f.next(row, &shape.normalizer));
+                    w.write_record(shape.cells(row, record.as_deref()))?;
                     n += 1;
                 }
             }
@@ -114,40 +313,72 @@ pub fn write_file(
                 .flush()?;
             Ok(n)
         }
-        ResultFormat::Xlsx => write_xlsx(path, kind, &mut rx, XLSX_ROWS_PER_SHEET),
+        ResultFormat::Xlsx => write_xlsx(path, &shape, &mut rx, input, XLSX_ROWS_PER_SHEET),
     }
 }
 
-fn new_sheet(book: &mut Workbook, kind: TaskKind) -> anyhow::Result<&mut Worksheet> {
+/// Width of a column, in characters: enough for its usual content, never wider than 48.
+fn column_width(name: &str) -> f64 {
+    let usual = match name {
+        "Number" => 16,
+        "signature" | "reason" => 40,
+        "jid" => 28,
+        "status_update" => 13,
+        _ => 12,
+    };
+    usual.max(name.chars().count() + 3).min(48) as f64
+}
+
+fn new_sheet<'a>(book: &'a mut Workbook, header: &[String]) -> anyhow::Result<&'a mut Worksheet> {
+    let bold = Format::new()
+        .set_bold()
+        .set_background_color(Color::RGB(0xDDE4EE))
+        .set_border_bottom(FormatBorder::Thin);
     let sheet = book.add_worksheet_with_constant_memory()?;
-    for (c, h) in header(kind).iter().enumerate() {
-        sheet.write_string(0, c as u16, *h)?;
+    for (c, h) in header.iter().enumerate() {
+        sheet.set_column_width(c as u16, column_width(h))?;
+        sheet.write_string_with_format(0, c as u16, h, &bold)?;
     }
+    sheet.set_freeze_panes(1, 0)?;
     Ok(sheet)
+}
+
+/// A filter button on every header cell of a finished sheet of `rows` data rows.
+fn filter(sheet: &mut Worksheet, rows: u32, columns: usize) -> anyhow::Result<()> {
+    sheet.autofilter(0, 0, rows, columns.saturating_sub(1) as u16)?;
+    Ok(())
 }
 
 /// xlsx in constant-memory mode; past `rows_per_sheet` data rows a new sheet begins.
 pub fn write_xlsx(
     path: &Path,
-    kind: TaskKind,
+    shape: &Shape,
     rx: &mut mpsc::Receiver<Vec<ResultRow>>,
+    mut input: Option<InputFeed>,
     rows_per_sheet: u32,
 ) -> anyhow::Result<u64> {
+    let header = shape.header();
     let mut book = Workbook::new();
-    new_sheet(&mut book, kind)?;
+    new_sheet(&mut book, &header)?;
     let mut sheet_index = 0;
     let mut row_in_sheet: u32 = 0;
     let mut n = 0u64;
     while let Some(batch) = rx.blocking_recv() {
         for row in &batch {
             if row_in_sheet == rows_per_sheet {
-                new_sheet(&mut book, kind)?;
+                filter(
+                    book.worksheet_from_index(sheet_index)?,
+                    row_in_sheet,
+                    header.len(),
+                )?;
+                new_sheet(&mut book, &header)?;
                 sheet_index += 1;
                 row_in_sheet = 0;
             }
             row_in_sheet += 1;
+            let record = input.as_mut().and_then(|f| f.next(row, &shape.normalizer));
             let sheet = book.worksheet_from_index(sheet_index)?;
-            for (c, v) in cells(kind, row).iter().enumerate() {
+            for (c, v) in shape.cells(row, record.as_deref()).iter().enumerate() {
                 if !v.is_empty() {
                     sheet.write_string(row_in_sheet, c as u16, v)?;
                 }
@@ -155,12 +386,71 @@ pub fn write_xlsx(
             n += 1;
         }
     }
+    filter(
+        book.worksheet_from_index(sheet_index)?,
+        row_in_sheet,
+        header.len(),
+    )?;
     book.save(path)?;
     Ok(n)
 }
 
 pub fn result_key(task: TaskId, format: ResultFormat) -> String {
     format!("results/{task}.{}", format.extension())
+}
+
+/// Where a task's upload is kept while the task lives (its result file gives the upload's own
+/// columns back).
+pub fn input_key(task: TaskId, extension: &str) -> String {
+    format!("inputs/{task}.{extension}")
+}
+
+/// The name a task's result file downloads as.
+pub fn download_name(record: &TaskRecord) -> String {
+    result_file_name(
+        record.input_name.as_deref(),
+        &record.id.to_string(),
+        record.result_format.extension(),
+    )
+}
+
+/// The columns of `record`'s result file, and its kept upload, fetched into `dir`, to read
+/// them from. A full file whose upload is gone (a task from before uploads were kept) has the
+/// reason column and no input columns.
+async fn shape_of(
+    p: &Pipeline,
+    record: &TaskRecord,
+    dir: &Path,
+) -> anyhow::Result<(Shape, Option<InputFeed>)> {
+    let mut shape = Shape::bare(record.kind, record.result_format);
+    if record.result_columns == ResultColumns::Ekycpro {
+        return Ok((shape, None));
+    }
+    shape.full = Some(Vec::new());
+    shape.normalizer = Normalizer::new(record.default_region.as_deref()).unwrap_or_default();
+    let Some(key) = &record.input_key else {
+        return Ok((shape, None));
+    };
+    let path = dir.join("input");
+    match p.blob.get_file(key, &path).await {
+        Ok(()) => {}
+        Err(wacheck_blob::BlobError::NotFound(_)) => {
+            tracing::warn!(
+                key,
+                "the task's upload is gone: its result file has no input columns"
+            );
+            return Ok((shape, None));
+        }
+        Err(e) => return Err(e).context("fetching the kept upload"),
+    }
+    let mut head = Vec::with_capacity(8192);
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open(&path)?, 8192),
+        &mut head,
+    )?;
+    let format = input::detect(&head, record.input_name.as_deref())
+        .context("the kept upload is no longer readable")?;
+    Ok((shape, Some(InputFeed::spawn(path, format))))
 }
 
 /// Builds the result file of a completed task, stores it, and marks the task exported.
@@ -191,8 +481,10 @@ pub async fn export_task(p: &Pipeline, task: TaskId) -> anyhow::Result<()> {
         .join(format!("result.{}", record.result_format.extension()));
     let (tx, rx) = mpsc::channel::<Vec<ResultRow>>(4);
     let writer_path = path.clone();
-    let (format, kind) = (record.result_format, record.kind);
-    let writer = tokio::task::spawn_blocking(move || write_file(&writer_path, format, kind, rx));
+    let format = record.result_format;
+    let (shape, input) = shape_of(p, &record, dir.path()).await?;
+    let writer =
+        tokio::task::spawn_blocking(move || write_file(&writer_path, format, shape, rx, input));
 
     let mut rows = chunks::result_rows(&p.pool, task);
     let mut streamed = Ok(());
@@ -238,7 +530,7 @@ pub async fn export_task(p: &Pipeline, task: TaskId) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use calamine::{Data, Reader, Xlsx};
+    use calamine::{Reader, Xlsx};
 
     fn row(raw: Option<&str>, e164: Option<&str>, outcome: Option<&str>) -> ResultRow {
         ResultRow {
@@ -252,7 +544,22 @@ mod tests {
             privacy: None,
             jid: e164.map(|e| format!("{}@s.whatsapp.net", &e[1..])),
             cached: true,
+            reason: (outcome == Some("unknown")).then(|| "timed out".to_owned()),
         }
+    }
+
+    fn read_sheets(path: &Path) -> Vec<Vec<Vec<String>>> {
+        let mut book: Xlsx<_> = calamine::open_workbook(path).unwrap();
+        book.sheet_names()
+            .iter()
+            .map(|name| {
+                let range = book.worksheet_range(name).unwrap();
+                range
+                    .rows()
+                    .map(|r| r.iter().map(|c| c.to_string()).collect())
+                    .collect()
+            })
+            .collect()
     }
 
     #[test]
@@ -265,29 +572,38 @@ mod tests {
             .collect();
         tx.blocking_send(rows).unwrap();
         drop(tx);
-        assert_eq!(write_xlsx(&path, TaskKind::Simple, &mut rx, 3).unwrap(), 7);
-        let mut book: Xlsx<_> = calamine::open_workbook(&path).unwrap();
-        let names = book.sheet_names();
-        assert_eq!(names.len(), 3);
+        let shape = Shape::bare(TaskKind::Simple, ResultFormat::Xlsx);
+        assert_eq!(write_xlsx(&path, &shape, &mut rx, None, 3).unwrap(), 7);
+        let sheets = read_sheets(&path);
+        assert_eq!(sheets.len(), 3);
         let mut numbers = Vec::new();
-        for name in names {
-            let range = book.worksheet_range(&name).unwrap();
-            let mut it = range.rows();
-            assert_eq!(it.next().unwrap()[0], Data::String("Number".into()));
-            numbers.extend(it.map(|r| r[0].to_string()));
+        for sheet in sheets {
+            assert_eq!(sheet[0][0], "Number");
+            numbers.extend(sheet[1..].iter().map(|r| r[0].clone()));
         }
         assert_eq!(numbers.len(), 7);
         assert_eq!(numbers[6], "+41798284656");
+        // Each sheet has a filter over its header and a frozen header row.
+        let mut book: Xlsx<_> = calamine::open_workbook(&path).unwrap();
+        let _ = book.worksheet_range("Sheet1").unwrap();
+        let zip = std::fs::File::open(&path).unwrap();
+        let mut zip = zip::ZipArchive::new(zip).unwrap();
+        let mut xml = String::new();
+        std::io::Read::read_to_string(
+            &mut zip.by_name("xl/worksheets/sheet1.xml").unwrap(),
+            &mut xml,
+        )
+        .unwrap();
+        assert!(xml.contains(r#"<autoFilter ref="A1:C4"/>"#), "{xml}");
+        assert!(xml.contains(r#"state="frozen""#), "{xml}");
     }
 
     #[test]
-    fn cells_defuse_formulas_and_fill_details_only_for_yes() {
-        let invalid = cells(TaskKind::Detail, &row(Some("=1+2"), None, None));
+    fn csv_cells_defuse_formulas_and_fill_details_only_for_yes() {
+        let csv = |r: &ResultRow| cells(TaskKind::Detail, ResultFormat::Csv, r);
+        let invalid = csv(&row(Some("=1+2"), None, None));
         assert_eq!(invalid, ["'=1+2", "invalid", "", "", "", "", "", "", ""]);
-        let yes = cells(
-            TaskKind::Detail,
-            &row(None, Some("+41798284651"), Some("yes")),
-        );
+        let yes = csv(&row(None, Some("+41798284651"), Some("yes")));
         assert_eq!(
             yes,
             [
@@ -302,15 +618,132 @@ mod tests {
                 "yes"
             ]
         );
-        let no = cells(
-            TaskKind::Detail,
-            &row(None, Some("+41798284651"), Some("no")),
-        );
+        let no = csv(&row(None, Some("+41798284651"), Some("no")));
         assert_eq!(no, ["+41798284651", "no", "", "", "", "", "", "", "yes"]);
         let simple = cells(
             TaskKind::Simple,
+            ResultFormat::Csv,
             &row(None, Some("+41798284651"), Some("unknown")),
         );
         assert_eq!(simple, ["+41798284651", "unknown", "yes"]);
+    }
+
+    #[test]
+    fn xlsx_cells_keep_text_as_it_was() {
+        // A string cell of a workbook is never a formula: no apostrophe to see.
+        let got = cells(
+            TaskKind::Simple,
+            ResultFormat::Xlsx,
+            &row(Some("+++"), None, None),
+        );
+        assert_eq!(got, ["+++", "invalid", ""]);
+    }
+
+    #[test]
+    fn full_files_add_a_reason_and_the_inputs_own_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("contacts.csv");
+        std::fs::write(
+            &input,
+            "name,phone,city\nAnna,+41 79 828 46 51,Bern\nBo,079 828 46 52,=Basel\nCy,+41 79 828 46 53,Chur\n",
+        )
+        .unwrap();
+        let format = InputFormat::Csv { delimiter: b',' };
+        for (result, path) in [
+            (ResultFormat::Csv, dir.path().join("r.csv")),
+            (ResultFormat::Xlsx, dir.path().join("r.xlsx")),
+        ] {
+            let shape = Shape {
+                full: Some(Vec::new()),
+                ..Shape::bare(TaskKind::Simple, result)
+            };
+            let (tx, rx) = mpsc::channel(8);
+            tx.blocking_send(vec![
+                row(None, Some("+41798284651"), Some("yes")),
+                row(Some("079 828 46 52"), None, None),
+                row(None, Some("+41798284653"), Some("unknown")),
+            ])
+            .unwrap();
+            drop(tx);
+            let feed = InputFeed::spawn(input.clone(), format);
+            assert_eq!(write_file(&path, result, shape, rx, Some(feed)).unwrap(), 3);
+            let rows: Vec<Vec<String>> = match result {
+                ResultFormat::Csv => csv::ReaderBuilder::new()
+                    .has_headers(false)
+                    .flexible(true)
+                    .from_path(&path)
+                    .unwrap()
+                    .records()
+                    .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+                    .collect(),
+                ResultFormat::Xlsx => read_sheets(&path).remove(0),
+            };
+            let formula = if result == ResultFormat::Csv {
+                "'=Basel"
+            } else {
+                "=Basel"
+            };
+            let no_code = "no country code: write the number with + and its country code, or set default_region";
+            let want: Vec<Vec<&str>> = vec![
+                vec![
+                    "Number", "whatsapp", "cached", "reason", "name", "phone", "city",
+                ],
+                vec![
+                    "+41798284651",
+                    "yes",
+                    "yes",
+                    "",
+                    "Anna",
+                    "+41 79 828 46 51",
+                    "Bern",
+                ],
+                vec![
+                    "079 828 46 52",
+                    "invalid",
+                    "",
+                    no_code,
+                    "Bo",
+                    "079 828 46 52",
+                    formula,
+                ],
+                vec![
+                    "+41798284653",
+                    "unknown",
+                    "yes",
+                    "timed out",
+                    "Cy",
+                    "+41 79 828 46 53",
+                    "Chur",
+                ],
+            ];
+            assert_eq!(rows, want, "{result:?}");
+        }
+    }
+
+    #[test]
+    fn a_feed_out_of_step_gives_no_one_elses_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("n.txt");
+        std::fs::write(&input, "+41 79 828 46 51\nhello\n").unwrap();
+        let n = Normalizer::default();
+        let mut feed = InputFeed::spawn(input.clone(), InputFormat::Txt);
+        assert_eq!(feed.columns(), ["input"]);
+        assert!(
+            feed.next(&row(None, Some("+41798284651"), Some("no")), &n)
+                .is_some()
+        );
+        // The stored invalid text differs from the file's: no cells from here on.
+        assert_eq!(feed.next(&row(Some("bye"), None, None), &n), None);
+        assert_eq!(
+            feed.next(&row(None, Some("+41798284651"), Some("no")), &n),
+            None
+        );
+        // The first valid row is normalised again: another number is out of step.
+        let mut feed = InputFeed::spawn(input, InputFormat::Txt);
+        feed.columns();
+        assert_eq!(
+            feed.next(&row(None, Some("+41798284652"), Some("no")), &n),
+            None
+        );
     }
 }

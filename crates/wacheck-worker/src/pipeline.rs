@@ -375,7 +375,7 @@ impl Pipeline {
         loop {
             let expired = lifecycle::expired(&self.pool, retention, 100).await?;
             for t in &expired {
-                if let Some(key) = &t.result_key {
+                for key in t.result_key.iter().chain(&t.input_key) {
                     self.blob.delete(key).await?;
                 }
                 if lifecycle::delete(&self.pool, t.id).await? {

@@ -317,6 +317,33 @@ impl Pool {
             .any(|a| a.is_simulated() && a.usable_by(user) && !a.record().paused)
     }
 
+    /// The most checks a day the healthy accounts `user`'s work may use can make, by their
+    /// budgets (per minute, and daily cap); `None` when one of them has no limit at all.
+    pub fn checks_per_day(&self, user: Option<&str>) -> Option<u64> {
+        let now = Utc::now();
+        let mut total = 0u64;
+        for a in self.all() {
+            let r = a.record();
+            if !a.usable_by(user) || !r.healthy_at(now) {
+                continue;
+            }
+            let by_rate = match r.limits.per_minute {
+                0 => None,
+                m => Some(u64::from(m) * 1440),
+            };
+            let by_cap = match r.limits.daily_cap {
+                0 => None,
+                c => Some(u64::from(c)),
+            };
+            total += match (by_rate, by_cap) {
+                (None, None) => return None,
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) | (None, Some(a)) => a,
+            };
+        }
+        Some(total)
+    }
+
     /// Registers the backend of a native session this process runs (or removes it).
     pub fn set_native(&self, id: &str, backend: Option<Arc<dyn CheckBackend>>) {
         let mut natives = self.natives.write().expect("natives");
@@ -667,7 +694,10 @@ impl Pool {
         for a in self.all() {
             let r = a.record();
             let waiting = match r.state {
-                AccountState::Pairing | AccountState::LoggedOut | AccountState::Failed => true,
+                AccountState::Pairing
+                | AccountState::Unreachable
+                | AccountState::LoggedOut
+                | AccountState::Failed => true,
                 AccountState::Banned => r.cool_until.is_some_and(|t| t <= now),
                 _ => false,
             };
@@ -692,6 +722,26 @@ impl Pool {
                     if let BackendError::Account { down, reason } = &e {
                         accounts::set_state(&self.db, &r.id, state_of(*down), Some(reason), None)
                             .await?;
+                    }
+                }
+                // No answer at all: the gateway itself is down or cannot be reached.
+                Err(e @ BackendError::Transient(_))
+                    if r.state == AccountState::Pairing || r.state == AccountState::Unreachable =>
+                {
+                    let reason = unreachable(&e.to_string());
+                    if r.state_reason.as_deref() != Some(reason.as_str()) {
+                        accounts::set_state(
+                            &self.db,
+                            &r.id,
+                            AccountState::Unreachable,
+                            Some(&reason),
+                            None,
+                        )
+                        .await?;
+                        a.update(|r| {
+                            r.state = AccountState::Unreachable;
+                            r.state_reason = Some(reason);
+                        });
                     }
                 }
                 Err(e) => tracing::debug!(account = %r.id, "probe: {e}"),
@@ -872,13 +922,10 @@ pub async fn add_account(
             match tokio::time::timeout(Duration::from_secs(10), backend.probe()).await {
                 Ok(Ok(())) => (AccountState::Connected, "the session works".to_owned()),
                 Ok(Err(BackendError::Account { down, reason })) => (state_of(down), reason),
-                Ok(Err(e)) => (
-                    AccountState::Pairing,
-                    format!("the gateway did not answer yet ({e}); asking again shortly"),
-                ),
+                Ok(Err(e)) => (AccountState::Unreachable, unreachable(&e.to_string())),
                 Err(_) => (
-                    AccountState::Pairing,
-                    "the gateway did not answer within 10 s; asking again shortly".to_owned(),
+                    AccountState::Unreachable,
+                    unreachable("no answer within 10 s"),
                 ),
             }
         }
@@ -891,6 +938,14 @@ pub async fn add_account(
     accounts::set_state(db, &record.id, state, Some(&reason), None).await?;
     accounts::drop_builtin(db).await?;
     Ok(accounts::get(db, &record.id).await?.unwrap_or(record))
+}
+
+/// Why a gateway is `unreachable`, in words.
+fn unreachable(error: &str) -> String {
+    format!(
+        "the gateway cannot be reached ({error}): is it running, and is its URL right? \
+         Asking again every few seconds"
+    )
 }
 
 /// The state an account moves to when its backend says it is down.

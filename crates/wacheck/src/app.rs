@@ -95,7 +95,15 @@ impl App {
         if config.public_url.is_none()
             && let Some(l) = &listener
         {
-            config.public_url = Some(format!("http://{}", l.local_addr()?));
+            let local = l.local_addr()?;
+            if local.ip().is_unspecified() {
+                tracing::warn!(
+                    "listening on {local}, an address no client can use in a link: download \
+                     links (result_url) will point to http://{local}/; set WACHECK_PUBLIC_URL \
+                     (public_url) to the address clients reach this service at"
+                );
+            }
+            config.public_url = Some(format!("http://{local}"));
         }
         let blob = open_blob(&config, &pool).await?;
 
@@ -179,7 +187,9 @@ impl App {
             let running = http.disable_signals().run();
             let handle = running.handle();
             server = Some((handle, tokio::spawn(running)));
-            tracing::info!(addr = ?addr, "API listening");
+            if let Some(addr) = addr {
+                tracing::info!(%addr, "API listening");
+            }
         }
         Ok(App {
             addr,

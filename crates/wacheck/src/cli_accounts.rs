@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use wacheck_core::{AccountKind, AccountState, TaskId};
-use wacheck_store::accounts::{self, Limits, NewAccount};
+use wacheck_store::accounts::{self, AccountRecord, Limits, NewAccount};
 use wacheck_worker::pool::{AddError, add_account};
 
 #[derive(Subcommand)]
@@ -115,28 +115,44 @@ pub async fn run(
         AccountsCommand::List => {
             let today: std::collections::HashMap<String, i64> =
                 accounts::checks_today(db).await?.into_iter().collect();
-            println!(
-                "{:<20} {:<10} {:<13} {:>7} {:>6} {:>9} {:>10}  reason",
-                "name", "kind", "state", "per_min", "burst", "daily_cap", "today"
-            );
+            let mut aliases: std::collections::HashMap<String, Vec<String>> = Default::default();
+            for (account, alias) in accounts::aliases(db).await? {
+                aliases.entry(account).or_default().push(alias);
+            }
+            let mut rows = vec![
+                [
+                    "name",
+                    "kind",
+                    "state",
+                    "per_min",
+                    "burst",
+                    "daily_cap",
+                    "today",
+                    "aliases",
+                    "reason",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+            ];
             for r in accounts::list(db).await? {
                 let state = if r.paused {
                     format!("{} (paused)", r.state)
                 } else {
                     r.state.to_string()
                 };
-                println!(
-                    "{:<20} {:<10} {:<13} {:>7} {:>6} {:>9} {:>10}  {}",
-                    r.id,
-                    r.kind,
+                rows.push(vec![
+                    r.id.clone(),
+                    r.kind.to_string(),
                     state,
-                    r.limits.per_minute,
-                    r.limits.burst,
-                    r.limits.daily_cap,
-                    today.get(&r.id).copied().unwrap_or(0),
-                    r.state_reason.unwrap_or_default()
-                );
+                    r.limits.per_minute.to_string(),
+                    r.limits.burst.to_string(),
+                    r.limits.daily_cap.to_string(),
+                    today.get(&r.id).copied().unwrap_or(0).to_string(),
+                    aliases.remove(&r.id).unwrap_or_default().join(","),
+                    r.state_reason.unwrap_or_default(),
+                ]);
             }
+            print!("{}", table(&rows, 3..7));
             Ok(())
         }
         AccountsCommand::Pause { name } => {
@@ -192,6 +208,73 @@ fn found(changed: bool, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Rows as aligned columns: each as wide as its widest cell, the columns in `right`
+/// right-aligned (numbers), the last one left ragged.
+pub fn table(rows: &[Vec<String>], right: std::ops::Range<usize>) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|v| v.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, v) in row.iter().enumerate() {
+            if c > 0 {
+                line.push_str("  ");
+            }
+            let pad = widths[c] - v.chars().count();
+            if c + 1 == row.len() {
+                line.push_str(v);
+            } else if right.contains(&c) {
+                line.push_str(&" ".repeat(pad));
+                line.push_str(v);
+            } else {
+                line.push_str(v);
+                line.push_str(&" ".repeat(pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// What adding `new` changes for the speed of checking, when until now only the built-in
+/// simulated account (without limits) answered: from now on the added account's budget sets
+/// the pace.
+fn pace_notice(new: &AccountRecord) -> Option<String> {
+    let l = new.limits;
+    if new.owner.is_some() || (l.per_minute == 0 && l.daily_cap == 0) {
+        return None;
+    }
+    let per_day = match (l.per_minute, l.daily_cap) {
+        (0, cap) => u64::from(cap),
+        (m, 0) => u64::from(m) * 1440,
+        (m, cap) => (u64::from(m) * 1440).min(u64::from(cap)),
+    };
+    let days = 200_000.0 / per_day as f64;
+    Some(format!(
+        "note: the built-in simulated account, which answered without limits, is retired now; \
+         `{id}` checks at most {per_minute} numbers a minute (bursts of {burst}) and {cap} a day, \
+         so a 200,000-row file takes about {days:.0} days. `wacheck accounts limits {id} \
+         --per-minute N --daily-cap N` changes that (0: unlimited).",
+        id = new.id,
+        per_minute = l.per_minute,
+        burst = l.burst,
+        cap = if l.daily_cap == 0 {
+            "no cap".to_owned()
+        } else {
+            l.daily_cap.to_string()
+        },
+    ))
+}
+
 async fn add(db: &sqlx::PgPool, config: &crate::config::Config, a: AddArgs) -> anyhow::Result<()> {
     let (kind, name) = match (&a.native, &a.waha, &a.evolution, &a.simulated) {
         (Some(n), ..) => (AccountKind::Native, n.clone()),
@@ -231,6 +314,8 @@ async fn add(db: &sqlx::PgPool, config: &crate::config::Config, a: AddArgs) -> a
     if let Some(owner) = &a.owner {
         wacheck_store::keys::ensure_user(db, owner).await?;
     }
+    let before = accounts::list(db).await?;
+    let only_builtin = !before.is_empty() && before.iter().all(|r| r.builtin);
     let record = match add_account(db, new).await {
         Ok(r) => r,
         Err(AddError::Store(e)) => return Err(e.into()),
@@ -247,6 +332,9 @@ async fn add(db: &sqlx::PgPool, config: &crate::config::Config, a: AddArgs) -> a
             .map(|r| format!(" — {r}"))
             .unwrap_or_default()
     );
+    if only_builtin && let Some(notice) = pace_notice(&record) {
+        eprintln!("{notice}");
+    }
     if kind == AccountKind::Native {
         pair(db, config, &name).await?;
     }
@@ -321,4 +409,28 @@ async fn pair(db: &sqlx::PgPool, config: &crate::config::Config, name: &str) -> 
     let me = outcome?;
     eprintln!("paired as {me}; workers will use the account from now on");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_line_up_whatever_the_cell_widths() {
+        let rows = vec![
+            vec!["name".into(), "n".into(), "reason".into()],
+            vec![
+                "a-very-long-account-name".into(),
+                "12345".into(),
+                "x".into(),
+            ],
+            vec!["b".into(), "7".into(), "".into()],
+        ];
+        assert_eq!(
+            table(&rows, 1..2),
+            "name                          n  reason\n\
+             a-very-long-account-name  12345  x\n\
+             b                             7\n"
+        );
+    }
 }

@@ -21,6 +21,14 @@ pub enum UsersCommand {
     Disable { id: String },
     /// Let a disabled user call again.
     Enable { id: String },
+    /// Delete a user with their keys, history and own accounts. Refused while they have
+    /// tasks, unless `--with-data` (then their tasks and result files go too).
+    Delete {
+        id: String,
+        /// Delete the user's tasks and result files as well.
+        #[arg(long)]
+        with_data: bool,
+    },
     /// Set a user's own limits (`--numbers-per-day default` goes back to the service's).
     Limits {
         id: String,
@@ -84,10 +92,14 @@ impl UserLimitArgs {
 
 #[derive(Subcommand)]
 pub enum KeysCommand {
-    /// Create a key for a user (the user is created if needed); prints only the key, once.
+    /// Create a key for a user; prints only the key, once.
     Create {
         #[arg(long)]
         user: String,
+        /// Create the user first when there is none of that id (otherwise an unknown user,
+        /// such as a typo, is refused).
+        #[arg(long)]
+        create_user: bool,
         /// What the key may do: check, tasks, admin (repeat or comma-separate; default
         /// check,tasks).
         #[arg(long = "scope", value_delimiter = ',')]
@@ -136,7 +148,11 @@ fn found(changed: bool, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn users(db: &sqlx::PgPool, command: UsersCommand) -> anyhow::Result<()> {
+pub async fn users(
+    db: &sqlx::PgPool,
+    config: &crate::config::Config,
+    command: UsersCommand,
+) -> anyhow::Result<()> {
     match command {
         UsersCommand::Create { id, limits } => {
             let id = valid(&id)?;
@@ -177,6 +193,26 @@ pub async fn users(db: &sqlx::PgPool, command: UsersCommand) -> anyhow::Result<(
         UsersCommand::Enable { id } => {
             found(users::set_disabled(db, &id, false).await?, "such user")
         }
+        UsersCommand::Delete { id, with_data } => match users::delete(db, &id, with_data).await? {
+            users::Deleted::NotFound => anyhow::bail!("no user `{id}`"),
+            users::Deleted::HasTasks(n) => anyhow::bail!(
+                "user `{id}` has {n} tasks: `wacheck users delete {id} --with-data` deletes \
+                 them and their result files too (or `wacheck users disable {id}` keeps them)"
+            ),
+            users::Deleted::Done { tasks, files } => {
+                let blob = crate::app::open_blob(config, db).await?;
+                for key in &files {
+                    blob.delete(key)
+                        .await
+                        .with_context(|| format!("removing the stored file {key}"))?;
+                }
+                eprintln!(
+                    "user `{id}` deleted, with {tasks} tasks and {} files",
+                    files.len()
+                );
+                Ok(())
+            }
+        },
         UsersCommand::Limits { id, limits } => {
             let u = users::get(db, &id).await?.context("no such user")?;
             found(
@@ -189,10 +225,24 @@ pub async fn users(db: &sqlx::PgPool, command: UsersCommand) -> anyhow::Result<(
 
 pub async fn keys(db: &sqlx::PgPool, command: KeysCommand) -> anyhow::Result<()> {
     match command {
-        KeysCommand::Create { user, scopes, name } => {
+        KeysCommand::Create {
+            user,
+            create_user,
+            scopes,
+            name,
+        } => {
             let user = valid(&user)?;
             let scopes = scopes_of(&scopes)?;
-            users::create(db, user).await?;
+            if create_user {
+                users::create(db, user).await?;
+            } else {
+                users::get(db, user).await?.with_context(|| {
+                    format!(
+                        "no user `{user}`: check its spelling (`wacheck users list`), or add \
+                         --create-user to create it"
+                    )
+                })?;
+            }
             let (_, key) = keys::issue(db, user, &scopes, name.as_deref()).await?;
             println!("{key}");
             Ok(())

@@ -2,7 +2,9 @@
 //!
 //! Environment: `DATABASE_URL`, `REDIS_URL`, and `WACHECK_*` for everything else, with `__`
 //! between section and key (`WACHECK_PIPELINE__CHUNK_SIZE=1000`, `WACHECK_S3__BUCKET=results`).
-//! `WACHECK_TEST_*` variables belong to the test suite and are ignored here.
+//! `WACHECK_TEST_*` variables belong to the test suite, and [`CLIENT_VARIABLES`] to the
+//! command-line client: both are ignored here. Any other `WACHECK_*` variable must name a
+//! setting, so that a typo stops the service instead of being ignored.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +15,10 @@ use wacheck_api::{ApiSettings, AuthSettings, LimitSettings};
 use wacheck_backends::simulated::SimConfig;
 use wacheck_blob::S3Config;
 use wacheck_worker::{CacheSettings, PipelineSettings, PoolSettings, RateConfig};
+
+/// Variables of the `wacheck` command line itself (its options' `env`), not settings of the
+/// service: they share the prefix, so the configuration must not refuse them.
+pub const CLIENT_VARIABLES: &[&str] = &["CONFIG", "GATEWAY_KEY", "SERVER", "KEY"];
 
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,7 +108,8 @@ pub fn redact_url(url: &str) -> String {
 impl Config {
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
         let defaults = Defaults {
-            database_url: "postgres://postgres@127.0.0.1:5432/wacheck",
+            // What scripts/services sets up: the postgres user with password `postgres`.
+            database_url: "postgres://postgres:postgres@127.0.0.1:5432/wacheck",
             redis_url: "redis://127.0.0.1:6379",
             bind: "127.0.0.1:8080",
             redis_prefix: "wacheck",
@@ -122,10 +129,52 @@ impl Config {
             )
             .merge(
                 Env::prefixed("WACHECK_")
-                    .filter(|k| k != "CONFIG" && !k.as_str().starts_with("TEST_"))
+                    .filter(|k| {
+                        !CLIENT_VARIABLES
+                            .iter()
+                            .any(|c| k.as_str().eq_ignore_ascii_case(c))
+                            && !k.as_str().to_ascii_uppercase().starts_with("TEST_")
+                    })
                     .split("__"),
             );
-        Ok(fig.extract()?)
+        fig.extract().map_err(|e| {
+            let first = e.into_iter().next().map(|e| e.to_string());
+            anyhow::anyhow!(
+                "invalid configuration: {}",
+                first.unwrap_or_else(|| "unreadable".into())
+            )
+        })
+    }
+
+    /// This configuration as a TOML file to paste into a configuration file, with every
+    /// secret left out: lines that would hold one are comments that say so.
+    pub fn to_toml_redacted(&self) -> String {
+        let mut out = String::from(
+            "# wacheck's effective configuration. Secrets are not shown: their lines are \
+             comments; set them in this file or in the environment.\n",
+        );
+        for line in self.to_toml().lines() {
+            let key = line.split_once(" = ").map(|(k, _)| k.trim());
+            let value = || line.split_once(" = ").map(|(_, v)| v.trim_matches('"'));
+            match key {
+                Some("jwt_secret" | "secret_key") => {
+                    out += &format!("# {} = \"…\" (set; not shown)\n", key.unwrap_or_default());
+                }
+                Some(k @ ("database_url" | "redis_url"))
+                    if value().is_some_and(|v| redact_url(v) != v) =>
+                {
+                    out += &format!(
+                        "# {k} = \"{}\" (its password is not shown)\n",
+                        redact_url(value().unwrap_or_default())
+                    );
+                }
+                _ => {
+                    out += line;
+                    out.push('\n');
+                }
+            }
+        }
+        out
     }
 
     /// This configuration as a TOML file that [`Config::load`] reads back (secrets included:
@@ -222,6 +271,50 @@ mod tests {
             let back = Config::load(Some(Path::new("w.toml"))).expect("config");
             assert_eq!(format!("{back:?}"), format!("{c:?}"));
             assert_eq!(back.api.max_rows, 9);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // the error type is figment's
+    fn client_variables_coexist_and_typos_are_one_line() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WACHECK_GATEWAY_KEY", "abc");
+            jail.set_env("WACHECK_SERVER", "http://127.0.0.1:8080");
+            jail.set_env("WACHECK_KEY", "wk_x");
+            assert!(Config::load(None).is_ok());
+            jail.set_env("WACHECK_PIPELINE__CHUNK_SIZ", "7");
+            let err = Config::load(None)
+                .expect_err("a typo is refused")
+                .to_string();
+            assert!(err.starts_with("invalid configuration: "), "{err}");
+            assert!(err.contains("chunk_siz"), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // the error type is figment's
+    fn printed_configuration_reads_back_without_its_secrets() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("DATABASE_URL", "postgres://u:pw-123@127.0.0.1/db");
+            jail.set_env(
+                "WACHECK_AUTH__JWT_SECRET",
+                "0123456789abcdef0123456789abcdef-secret",
+            );
+            jail.set_env("WACHECK_PIPELINE__CHUNK_SIZE", "7");
+            let c = Config::load(None).expect("config");
+            let shown = c.to_toml_redacted();
+            assert!(
+                !shown.contains("pw-123") && !shown.contains("-secret"),
+                "{shown}"
+            );
+            jail.clear_env();
+            jail.create_file("pasted.toml", &shown)?;
+            let back = Config::load(Some(Path::new("pasted.toml"))).expect("it reads back");
+            assert_eq!(back.pipeline.chunk_size, 7);
+            assert!(back.auth.jwt_secret.is_none());
             Ok(())
         });
     }

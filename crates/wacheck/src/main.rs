@@ -46,7 +46,7 @@ enum Command {
         #[command(subcommand)]
         command: wacheck::cli_accounts::AccountsCommand,
     },
-    /// Print the effective configuration (secrets redacted).
+    /// Print the effective configuration as TOML (secrets left out).
     Config,
 }
 
@@ -60,9 +60,12 @@ fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: a log file or a journal gets plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -84,8 +87,19 @@ async fn open_db(config: &Config) -> anyhow::Result<sqlx::PgPool> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     init_tracing();
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: what went wrong, with its causes.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
@@ -100,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Users { command } => {
             let pool = open_db(&config).await?;
-            wacheck::cli_users::users(&pool, command).await?;
+            wacheck::cli_users::users(&pool, &config, command).await?;
         }
         Command::Keys { command } => {
             let pool = open_db(&config).await?;
@@ -116,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
             let pool = open_db(&config).await?;
             wacheck::cli_accounts::run(&pool, &config, command).await?;
         }
-        Command::Config => println!("{config:#?}"),
+        Command::Config => print!("{}", config.to_toml_redacted()),
     }
     Ok(())
 }

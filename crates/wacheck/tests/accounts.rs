@@ -67,7 +67,7 @@ fn assert_detail_rows(
     kinds: &HashMap<&str, &str>,
 ) -> usize {
     assert_eq!(
-        rows[0],
+        rows[0][..9],
         [
             "Number",
             "whatsapp",
@@ -80,10 +80,13 @@ fn assert_detail_rows(
             "cached"
         ]
     );
+    // Then the reason and the upload's own column (its header: `phone`).
+    assert_eq!(rows[0][9..], ["reason", "phone"]);
     assert_eq!(rows.len() - 1, raws.len());
     let norm = Normalizer::new(Some("CH")).unwrap();
     let mut cached = 0;
     for (i, (row, raw)) in rows[1..].iter().zip(raws).enumerate() {
+        assert_eq!(&row[10], raw, "row {}: the upload's own cell", i + 1);
         let mut row = row.clone();
         row.resize(9, String::new());
         let Some(e) = norm.normalize(raw) else {
@@ -404,7 +407,7 @@ async fn a_rate_limited_account_cools_down_and_recovers() {
         &env.download(done["result_url"].as_str().unwrap()).await,
         "xlsx",
     );
-    assert_rows(&rows, &raws, None, false);
+    assert_rows(&rows, &raws, None, false, "xlsx");
     // Its first good answer after the cool-down put it back: connected, strikes forgiven.
     let back = env.account("waha-1").await;
     assert_eq!(back["state"], "connected", "{back}");
@@ -457,7 +460,7 @@ async fn a_logged_out_account_leaves_rotation_without_losing_rows() {
         &env.download(done["result_url"].as_str().unwrap()).await,
         "xlsx",
     );
-    assert_rows(&rows, &raws, None, false);
+    assert_rows(&rows, &raws, None, false, "xlsx");
     assert_eq!(
         evolution.state.answered_numbers().len(),
         answered_when_out,
@@ -1081,7 +1084,7 @@ async fn users_own_accounts_work_only_for_them_and_feed_no_shared_cache() {
         &env.download(bob_done["result_url"].as_str().unwrap()).await,
         "xlsx",
     );
-    assert_rows(&rows, &raws, None, false);
+    assert_rows(&rows, &raws, None, false, "xlsx");
     assert_eq!(
         ledger_counts(&ledger).values().sum::<usize>(),
         asked_for_alice,
@@ -1106,5 +1109,78 @@ async fn users_own_accounts_work_only_for_them_and_feed_no_shared_cache() {
         )
         .await;
     assert_eq!(code, 200, "{usage}");
+    env.stop().await;
+}
+
+/// A gateway nobody answers at is `unreachable` with a reason that says what to look at, not
+/// `pairing`; it comes back by itself once it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_gateway_says_so() {
+    let env = TestEnv::start(Store::Local).await;
+    let port = free_port();
+    let v = env
+        .add_account(fast(json!({"id": "far", "kind": "waha",
+            "settings": {"base_url": format!("http://127.0.0.1:{port}"), "session": "default",
+                         "api_key": KEY, "timeout_ms": 500}})))
+        .await;
+    assert_eq!(v["state"], "unreachable", "{v}");
+    let reason = v["state_reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("the gateway cannot be reached"), "{v}");
+    // The gateway starts on that port: the probe puts the account back into rotation.
+    let gw = FakeGateway::waha_on(port, KEY, "default", 70, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let a = env.account("far").await;
+        if a["state"] == "connected" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{a}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(gw);
+    env.stop().await;
+}
+
+/// The command line says what adding a rate-limited account changes, and lists accounts with
+/// their aliases in columns that line up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_says_what_an_account_changes() {
+    let env = TestEnv::start(Store::Local).await;
+    let out = env.cli(&["accounts", "add", "--simulated", "demo"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // 60 a minute, 5,000 a day (the defaults): 200,000 rows take 40 days.
+    assert!(
+        err.contains(
+            "checks at most 60 numbers a minute (bursts of 5) and 5000 a day, so a \
+                      200,000-row file takes about 40 days"
+        ),
+        "{err}"
+    );
+    // A second account: nothing was unlimited before it, so nothing to say.
+    let out = env.cli(
+        &["accounts", "add", "--simulated", "demo-2-with-a-long-name"],
+        &[],
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("note:"));
+    assert!(
+        env.cli(&["accounts", "alias", "demo", "crm-session"], &[])
+            .status
+            .success()
+    );
+    let out = env.cli(&["accounts", "list"], &[]);
+    let list = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 3, "{list}");
+    let demo = lines.iter().find(|l| l.starts_with("demo ")).expect(&list);
+    assert!(demo.contains("crm-session"), "{list}");
+    // Every column starts where its header does, whatever the width of the names before it.
+    let at = |column: &str| lines[0].find(column).unwrap();
+    for l in &lines[1..] {
+        assert_eq!(l.find("simulated"), Some(at("kind")), "{list}");
+        assert_eq!(l.find("connected"), Some(at("state")), "{list}");
+        assert_eq!(l.find("the session works"), Some(at("reason")), "{list}");
+    }
+    assert_eq!(demo.find("crm-session"), Some(at("aliases")), "{list}");
     env.stop().await;
 }

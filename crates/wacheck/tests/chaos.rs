@@ -116,7 +116,7 @@ impl Chaos {
             .await;
         let url = done["result_url"].as_str().unwrap();
         let rows = parse_result(&self.env.download(url).await, "csv");
-        let (ok, bad) = assert_rows(&rows, &self.raws, None, false);
+        let (ok, bad) = assert_rows(&rows, &self.raws, None, false, "csv");
         assert_eq!(done["success"], ok, "{done}");
         assert_eq!(done["failure"], bad, "{done}");
         assert_eq!(done["total"], ok + bad, "{done}");

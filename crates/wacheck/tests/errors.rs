@@ -47,6 +47,20 @@ fn zip_bomb(size: usize) -> Vec<u8> {
     out.into_inner()
 }
 
+/// The start of an OpenDocument spreadsheet: a zip whose first part, `mimetype`, names it.
+fn ods() -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut w = zip::ZipWriter::new(&mut out);
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    w.start_file("mimetype", stored).unwrap();
+    std::io::Write::write_all(&mut w, b"application/vnd.oasis.opendocument.spreadsheet").unwrap();
+    w.start_file("content.xml", stored).unwrap();
+    std::io::Write::write_all(&mut w, b"<office:document-content/>").unwrap();
+    w.finish().unwrap();
+    out.into_inner()
+}
+
 fn file(bytes: &[u8]) -> Option<(&'static str, Vec<u8>)> {
     Some(("n.txt", bytes.to_vec()))
 }
@@ -84,13 +98,45 @@ async fn upload_refusals() {
         (key, "simple", Some(("n.csv", long_line)), me, 400, "line_too_long"),
         (key, "simple", ok.clone(), &[("user_id", USER), ("default_region", "XX1")], 400, "invalid_default_region"),
         (key, "simple", ok.clone(), &[("user_id", USER), ("result_format", "pdf")], 400, "invalid_result_format"),
-        (key, "simple", Some(("n.txt", big)), me, 413, "payload_too_large"),
+        (key, "simple", Some(("n.txt", big.clone())), me, 413, "payload_too_large"),
+        (key, "simple", Some(("contacts.ods", ods())), me, 400, "unsupported_file"),
+        (key, "simple", ok.clone(), &[("user_id", USER), ("result_columns", "some")], 400, "invalid_parameter"),
         (key, "bulk", ok.clone(), me, 404, "not_found"),
     ];
     for (key, kind, file, fields, status, code) in cases {
         let r = env.upload_as(key, kind, file, fields).await;
         assert_refused(&env, r, status, code).await;
     }
+    // Refused uploads leave no kept copy behind either (removed as soon as the copy ends).
+    let inputs = env.config.local_dir.join("inputs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = std::fs::read_dir(&inputs).map_or(0, |d| d.count());
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} files left in {}",
+            inputs.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The messages speak the user's terms.
+    let (_, r) = env.upload_as(key, "simple", Some(("n.txt", big)), me).await;
+    assert_eq!(
+        r["message"],
+        "the upload is larger than the limit of 100 KiB: split the file, or ask the operator \
+         to raise api.max_upload_bytes"
+    );
+    let (_, r) = env
+        .upload_as(key, "simple", Some(("contacts.ods", ods())), me)
+        .await;
+    assert_eq!(
+        r["message"],
+        "OpenDocument files (.ods) are not read: save the sheet as .xlsx or .csv"
+    );
 
     // Not multipart at all.
     let resp = env
@@ -198,8 +244,8 @@ async fn unknown_routes_and_bad_query_strings_get_the_json_error_shape() {
         ),
         (
             format!("{}/files/results/x.xlsx", env.base),
-            400,
-            "invalid_parameter",
+            403,
+            "link_invalid",
         ),
         (
             format!(
@@ -345,5 +391,75 @@ async fn hostile_names_and_bytes_are_harmless() {
         r.1
     );
     assert_eq!(env.count("tasks").await, tasks_before);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_name_the_parameter_and_the_mistake() {
+    let env = TestEnv::start(Store::Local).await;
+    let get = |path: String| {
+        let env = &env;
+        async move { env.call(reqwest::Method::GET, &path, &env.key, None).await }
+    };
+    // A query parameter of the wrong kind is named, with what was given.
+    let (code, v) = get("/v1/numbers/+41798284651?details=yes".into()).await;
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(v["code"], "invalid_parameter");
+    assert_eq!(
+        v["message"],
+        "the `details` query parameter must be true or false, not `yes`"
+    );
+    // A national number without a region is invalid, and says why.
+    let (code, v) = get("/v1/numbers/0798284651".into()).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["whatsapp"], "invalid");
+    assert_eq!(
+        v["reason"],
+        "no country code: write the number with + and its country code, or set default_region"
+    );
+    let (_, v) = get("/v1/numbers/hello".into()).await;
+    assert_eq!(v["reason"], "not a phone number", "{v}");
+
+    // A detail task read under /simple/ is named as such (to its owner only).
+    let task = env
+        .upload("detail", "n.txt", b"+41798284651\n".to_vec(), &[])
+        .await;
+    let id = task["task_id"].as_str().unwrap();
+    let (code, v) = env.status("simple", id).await;
+    assert_eq!(code, 404);
+    assert_eq!(
+        v["message"],
+        format!("task {id} is a detail task: use /wa/api/detail/tasks/{id}?user_id=alice")
+    );
+    let (code, v) = env
+        .call(
+            reqwest::Method::GET,
+            &format!("/wa/api/simple/tasks/{id}?user_id=bob"),
+            &env.other_key,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (code, v["message"].as_str()),
+        (404, Some("no such task for this user"))
+    );
+
+    // A download link cut short says what is missing and what to do.
+    let done = env
+        .wait_exported("detail", id, Duration::from_secs(60))
+        .await;
+    let url = done["result_url"].as_str().unwrap();
+    let cut = &url[..url.find("&sig=").expect("a signed link")];
+    let resp = env.http.get(cut).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["code"], "link_invalid");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("this download link is incomplete"),
+        "{v}"
+    );
     env.stop().await;
 }

@@ -151,7 +151,7 @@ async fn cancel_stops_spending_within_a_second_and_exports_what_was_checked() {
     assert_eq!(rows.len() - 1, raws.len());
     let (mut answered, mut unchecked) = (0i64, 0);
     for (row, raw) in rows[1..].iter().zip(&raws) {
-        let want = expected_row(raw, None, false);
+        let want = expected_row(raw, None, false, "csv");
         if row[1] == "unchecked" {
             assert_eq!(row[0], want[0]);
             unchecked += 1;

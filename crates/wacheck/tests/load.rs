@@ -116,7 +116,7 @@ async fn fifty_uploads_under_500_status_polls_per_second() {
         exported_in = exported_in.max(started.elapsed());
         let bytes = env.download(done["result_url"].as_str().unwrap()).await;
         let rows = parse_result(&bytes, "csv");
-        let (ok, bad) = assert_rows(&rows, raws, None, false);
+        let (ok, bad) = assert_rows(&rows, raws, None, false, "csv");
         assert_eq!(done["success"], ok);
         assert_eq!(done["failure"], bad);
     }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Store, TestEnv, assert_rows, messy_numbers, parse_result};
+use common::{Store, TestEnv, assert_rows, by_readme_rule, messy_numbers, parse_result};
 use rust_xlsxwriter::Workbook;
 
 fn txt(lines: &[String]) -> Vec<u8> {
@@ -42,7 +42,7 @@ async fn round_trip(
         .as_str()
         .expect("result_url once exported");
     let rows = parse_result(&env.download(url).await, format);
-    let (ok, bad) = assert_rows(&rows, raws, region, kind == "detail");
+    let (ok, bad) = assert_rows(&rows, raws, region, kind == "detail", format);
     assert_eq!(done["success"], ok, "{done}");
     assert_eq!(done["failure"], bad, "{done}");
     assert_eq!(done["total"], ok + bad);
@@ -268,7 +268,7 @@ async fn chunks_processed_twice_change_nothing() {
         &env.download(done["result_url"].as_str().unwrap()).await,
         "xlsx",
     );
-    let (ok, bad) = assert_rows(&rows, &raws, None, true);
+    let (ok, bad) = assert_rows(&rows, &raws, None, true, "xlsx");
     assert_eq!(
         (
             done["success"].as_i64().unwrap(),
@@ -327,7 +327,7 @@ async fn lost_queue_is_rebuilt_by_the_reconciler() {
         &env.download(done["result_url"].as_str().unwrap()).await,
         "xlsx",
     );
-    assert_rows(&rows, &raws, None, false);
+    assert_rows(&rows, &raws, None, false, "xlsx");
     env.stop().await;
 }
 
@@ -435,5 +435,218 @@ async fn separate_api_and_worker_processes_share_the_work() {
     for w in workers {
         w.stop().await;
     }
+    env.stop().await;
+}
+
+/// A contact list comes back with its own columns after the answers, named after the upload,
+/// for csv and xlsx, from the local store and from S3; `result_columns=ekycpro` gives the
+/// answer columns alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_files_keep_the_users_columns() {
+    for store in [Store::Local, Store::S3] {
+        let env = TestEnv::start(store).await;
+        let contacts = "name;phone;city\n\
+                        Anna;+41 79 828 46 51;Bern\n\
+                        Ben;+++;-Zug\n\
+                        Cleo;079 828 46 52;=Chur\n\
+                        Dan;+41 79 828 46 51;Sion\n";
+        for format in ["csv", "xlsx"] {
+            let task = env
+                .upload(
+                    "simple",
+                    "Kunden 2026.csv",
+                    contacts.as_bytes().to_vec(),
+                    &[("result_format", format)],
+                )
+                .await;
+            let id = task["task_id"].as_str().unwrap();
+            let done = env
+                .wait_exported("simple", id, Duration::from_secs(60))
+                .await;
+            let url = done["result_url"].as_str().unwrap();
+            let resp = env.http.get(url).send().await.unwrap();
+            // The file downloads under the upload's name: the local store's link says so in
+            // its answer, an S3 link asks the store to (in the presigned URL).
+            let named = match store {
+                Store::Local => resp
+                    .headers()
+                    .get("content-disposition")
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default()
+                    .contains(&format!("filename=\"Kunden 2026-result.{format}\"")),
+                Store::S3 => url.contains(&format!("Kunden%202026-result.{format}")),
+            };
+            assert!(named, "{url}");
+            let rows = parse_result(&resp.bytes().await.unwrap(), format);
+            // Outside text is written as it was in xlsx; csv defuses formula starters.
+            let defused = |t: &str| {
+                if format == "csv" {
+                    format!("'{t}")
+                } else {
+                    t.to_owned()
+                }
+            };
+            let anna = by_readme_rule("+41798284651");
+            let no_code = "no country code: write the number with + and its country code, \
+                           or set default_region";
+            let want: Vec<Vec<String>> = vec![
+                vec![
+                    "Number", "whatsapp", "cached", "reason", "name", "phone", "city",
+                ]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+                vec![
+                    "+41798284651".into(),
+                    anna.into(),
+                    "no".into(),
+                    "".into(),
+                    "Anna".into(),
+                    "+41 79 828 46 51".into(),
+                    "Bern".into(),
+                ],
+                vec![
+                    defused("+++"),
+                    "invalid".into(),
+                    "".into(),
+                    "not a phone number".into(),
+                    "Ben".into(),
+                    defused("+++"),
+                    defused("-Zug"),
+                ],
+                vec![
+                    "079 828 46 52".into(),
+                    "invalid".into(),
+                    "".into(),
+                    no_code.into(),
+                    "Cleo".into(),
+                    "079 828 46 52".into(),
+                    defused("=Chur"),
+                ],
+                vec![
+                    "+41798284651".into(),
+                    anna.into(),
+                    "no".into(),
+                    "".into(),
+                    "Dan".into(),
+                    "+41 79 828 46 51".into(),
+                    "Sion".into(),
+                ],
+            ];
+            let mut got = rows.clone();
+            // A second task of the same numbers takes them from the cache.
+            for r in got.iter_mut().skip(1) {
+                if r[2] == "yes" {
+                    r[2] = "no".into();
+                }
+            }
+            assert_eq!(got, want, "{format} from {store:?}");
+            assert!(
+                done["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("no country code"),
+                "{done}"
+            );
+        }
+        // The answer columns alone, on request.
+        let task = env
+            .upload(
+                "simple",
+                "c.csv",
+                contacts.as_bytes().to_vec(),
+                &[("result_format", "csv"), ("result_columns", "ekycpro")],
+            )
+            .await;
+        let (_, rows) = env.exported_rows("simple", &task, "csv").await;
+        assert_eq!(rows[0], ["Number", "whatsapp", "cached"]);
+        assert_eq!(rows[2], ["'+++", "invalid", ""]);
+        env.stop().await;
+    }
+}
+
+/// A file of national numbers uploaded without default_region says what went wrong; with it,
+/// they are read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn national_numbers_without_a_region_are_explained() {
+    let env = TestEnv::start(Store::Local).await;
+    let file = b"079 828 46 51\n079 828 46 52\n+41 79 828 46 53\n".to_vec();
+    let task = env.upload("simple", "n.txt", file.clone(), &[]).await;
+    let done = env
+        .wait_exported(
+            "simple",
+            task["task_id"].as_str().unwrap(),
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(
+        done["message"],
+        "done; 2 of 3 rows are invalid because they have no country code: upload the file \
+         again with default_region (for example CH) to read them as national numbers"
+    );
+    let task = env
+        .upload("simple", "n.txt", file, &[("default_region", "CH")])
+        .await;
+    let done = env
+        .wait_exported(
+            "simple",
+            task["task_id"].as_str().unwrap(),
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(done["message"], "done");
+    env.stop().await;
+}
+
+/// While a task is checked its view gives the rate and when it should end; when the accounts'
+/// budgets make it take days, the message says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_says_how_fast_and_when() {
+    let env = TestEnv::start_with(Store::Local, |c| c.accounts.builtin_simulated = false).await;
+    // One account: 60 a minute (one a second), at most 12 a day.
+    env.add_account(serde_json::json!({
+        "id": "slow", "kind": "simulated",
+        "per_minute": 60, "burst": 1, "daily_cap": 12, "jitter_ms": 0
+    }))
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while env.app().accounts.get("slow").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool never saw the account"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let numbers: Vec<String> = (0..40).map(|i| format!("+4179828{i:04}")).collect();
+    let task = env.upload("simple", "n.txt", txt(&numbers), &[]).await;
+    let id = task["task_id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let view = loop {
+        let (_, v) = env.status("simple", id).await;
+        if v["rate_per_minute"].is_number() && v["estimated_finish_at"].is_string() {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "no pace: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let rate = view["rate_per_minute"].as_f64().unwrap();
+    // One check a second, whatever the machine's speed: never more than 60 a minute (plus
+    // the burst of one at the start).
+    assert!(rate > 0.0 && rate <= 75.0, "{view}");
+    let msg = view["message"].as_str().unwrap();
+    // 12 a day with 28 or more rows open: over two days.
+    assert!(
+        msg.contains("the accounts' budgets allow at most 12 checks a day, so the open rows take"),
+        "{msg}"
+    );
+    let finish: chrono::DateTime<chrono::Utc> = view["estimated_finish_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        finish > chrono::Utc::now() + chrono::Duration::days(2),
+        "{view}"
+    );
     env.stop().await;
 }

@@ -885,3 +885,165 @@ async fn secrets_never_reach_the_log() {
     env.s3.take();
     env.stop().await;
 }
+
+/// The command line's own variables share the prefix with the settings but never stop a
+/// command; a mistyped setting does, in one line that names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_variables_coexist_with_the_settings() {
+    let env = TestEnv::start(Store::Local).await;
+    let client = [
+        ("WACHECK_GATEWAY_KEY", "abc"),
+        ("WACHECK_SERVER", "http://127.0.0.1:8080"),
+        ("WACHECK_KEY", "wk_123"),
+    ];
+    for args in [&["accounts", "list"][..], &["config"], &["users", "list"]] {
+        let out = env.cli(args, &client);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = env.cli(
+        &["accounts", "list"],
+        &[("WACHECK_PIPELINE__CHUNK_SIZ", "7")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: invalid configuration: "), "{err}");
+    assert!(err.contains("chunk_siz"), "{err}");
+    // `wacheck config` prints TOML that reads back as a configuration file.
+    let out = env.cli(&["config"], &[]);
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let parsed: toml::Table = printed.parse().expect("TOML");
+    assert_eq!(
+        parsed["pipeline"]["chunk_size"].as_integer(),
+        Some(i64::from(env.config.pipeline.chunk_size))
+    );
+    env.stop().await;
+}
+
+/// `keys create` refuses a user nobody created (a typo must not make a user); users can be
+/// deleted, with their data only when asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_are_created_and_deleted_on_purpose() {
+    let env = TestEnv::start(Store::Local).await;
+    let out = env.cli(&["keys", "create", "--user", "alicee"], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("no user `alicee`") && err.contains("--create-user"),
+        "{err}"
+    );
+    let list = String::from_utf8(env.cli(&["users", "list"], &[]).stdout).unwrap();
+    assert!(!list.contains("alicee"), "{list}");
+    let out = env.cli(&["keys", "create", "--create-user", "--user", "carol"], &[]);
+    assert!(out.status.success());
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let (code, _) = env.call(Method::GET, "/v1/me", &key, None).await;
+    assert_eq!(code, 200);
+
+    // Alice has a task: deleting her is refused unless her data goes too.
+    let task = env
+        .upload("simple", "n.txt", b"+41798284651\n".to_vec(), &[])
+        .await;
+    let id = task["task_id"].as_str().unwrap();
+    env.wait_exported("simple", id, Duration::from_secs(60))
+        .await;
+    let files = |dir: &std::path::Path| walk(dir).into_iter().filter(|p| p.is_file()).count();
+    assert_eq!(
+        files(&env.config.local_dir),
+        2,
+        "the upload and the result file"
+    );
+    let out = env.cli(&["users", "delete", USER], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("has 1 tasks") && err.contains("--with-data"),
+        "{err}"
+    );
+    assert_eq!(env.count("tasks").await, 1);
+    let out = env.cli(&["users", "delete", USER, "--with-data"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.count("tasks").await, 0);
+    assert_eq!(env.count("task_results").await, 0);
+    assert_eq!(files(&env.config.local_dir), 0, "no file of hers is left");
+    let (code, _) = env.call(Method::GET, "/v1/me", &env.key, None).await;
+    assert_eq!(code, 401, "her key went with her");
+    env.stop().await;
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A service bound to every interface warns that its links need a public URL; its log file
+/// has no colour codes and shows the address as an address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_tells_the_operator_plainly() {
+    let env = TestEnv::start(Store::Local).await;
+    let mut config = env.config.clone();
+    config.bind = format!("0.0.0.0:{}", free_port());
+    let service = ServiceProc::spawn(&config, "api");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let log = loop {
+        let log = std::fs::read_to_string(&service.log).unwrap_or_default();
+        if log.contains("API listening") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "{log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(log.contains("set WACHECK_PUBLIC_URL"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file:\n{log}"
+    );
+    assert!(!log.contains("addr=Some("), "{log}");
+    drop(service);
+    env.stop().await;
+}
+
+/// An HS256 token the service has no secret for is refused with what to do about it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_without_a_secret_says_how_to_fix_it() {
+    let env = TestEnv::start(Store::Local).await;
+    let jwt = token(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+        json!({"sub": USER, "exp": now() + 60}),
+    );
+    let resp = env
+        .http
+        .get(format!("{}/v1/me", env.base))
+        .bearer_auth(&jwt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let v: Value = resp.json().await.unwrap();
+    assert!(
+        v["message"].as_str().unwrap().contains(
+            "set auth.jwt_secret (WACHECK_AUTH__JWT_SECRET) in the service's environment and \
+             restart it"
+        ),
+        "{v}"
+    );
+    env.stop().await;
+}

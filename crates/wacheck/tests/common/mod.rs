@@ -478,6 +478,42 @@ impl TestEnv {
         resp.bytes().await.unwrap().to_vec()
     }
 
+    /// Waits for the task `created` (an upload's answer) to be exported; its final view and
+    /// its result file's rows (`format`: `csv` or `xlsx`).
+    pub async fn exported_rows(
+        &self,
+        kind: &str,
+        created: &Value,
+        format: &str,
+    ) -> (Value, Vec<Vec<String>>) {
+        let id = created["task_id"].as_str().expect("a task");
+        let done = self.wait_exported(kind, id, Duration::from_secs(60)).await;
+        let url = done["result_url"]
+            .as_str()
+            .expect("result_url once exported");
+        let rows = parse_result(&self.download(url).await, format);
+        (done, rows)
+    }
+
+    /// Runs the `wacheck` command line on this service's configuration (a file, as an
+    /// operator would have), with extra environment variables.
+    pub fn cli(&self, args: &[&str], vars: &[(&str, &str)]) -> std::process::Output {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("wacheck.toml");
+        std::fs::write(&file, self.config.to_toml()).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wacheck"));
+        cmd.arg("--config")
+            .arg(&file)
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .env_remove("RUST_LOG");
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("the wacheck binary runs")
+    }
+
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
             .fetch_one(self.pool())
@@ -510,6 +546,7 @@ pub fn parse_result(bytes: &[u8], format: &str) -> Vec<Vec<String>> {
         "csv" => {
             let mut r = csv::ReaderBuilder::new()
                 .has_headers(false)
+                .flexible(true)
                 .from_reader(bytes);
             r.records()
                 .map(|rec| rec.unwrap().iter().map(str::to_owned).collect())
@@ -543,15 +580,31 @@ pub fn parse_result(bytes: &[u8], format: &str) -> Vec<Vec<String>> {
     }
 }
 
-/// What the result file must say for `raw` under the simulated rule.
-pub fn expected_row(raw: &str, region: Option<&str>, detail: bool) -> Vec<String> {
+/// How a result file of `format` shows a cell of outside text (docs/api.md, "Formula
+/// neutralisation"): csv puts an apostrophe before one that a spreadsheet would read as a
+/// formula (`=`, `+`, `-`, `@`, tab, CR), unless it is a phone number as people write it (6 to
+/// 17 digits, with only `+` first and `space - ( ) . /` between); an xlsx string cell is never
+/// a formula and keeps its text.
+pub fn as_written(text: &str, format: &str) -> String {
+    let formula = text.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let t = text.trim();
+    let digits = t.chars().filter(char::is_ascii_digit).count();
+    let phone = (6..=17).contains(&digits)
+        && t.char_indices()
+            .all(|(i, c)| c.is_ascii_digit() || (c == '+' && i == 0) || " -()./".contains(c));
+    if format == "csv" && formula && !phone {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    }
+}
+
+/// What the result file (of `format`) must say for `raw` under the simulated rule.
+pub fn expected_row(raw: &str, region: Option<&str>, detail: bool, format: &str) -> Vec<String> {
     let n = Normalizer::new(region).unwrap();
     match n.normalize(raw) {
         None => {
-            let mut v = vec![
-                wacheck_core::sanitize::neutralize_formula(raw).into_owned(),
-                "invalid".into(),
-            ];
+            let mut v = vec![as_written(raw, format), "invalid".into()];
             if detail {
                 v.extend([String::new(), String::new(), String::new()]);
             }
@@ -577,12 +630,23 @@ pub fn expected_row(raw: &str, region: Option<&str>, detail: bool) -> Vec<String
     }
 }
 
+/// README's rule, written here on its own: FNV-1a 64 over the E.164 text; on WhatsApp iff
+/// `h % 100 < 70` (the default share). `yes` or `no`.
+pub fn by_readme_rule(e164: &str) -> &'static str {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in e164.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    if h % 100 < 70 { "yes" } else { "no" }
+}
+
 /// Compares a result file with the rule, row by row; returns (success, failure).
 pub fn assert_rows(
     rows: &[Vec<String>],
     raws: &[String],
     region: Option<&str>,
     detail: bool,
+    format: &str,
 ) -> (i64, i64) {
     let header: Vec<&str> = if detail {
         vec![
@@ -598,8 +662,18 @@ pub fn assert_rows(
     assert_eq!(rows[0][..header.len()], header[..], "header");
     assert_eq!(rows.len() - 1, raws.len(), "one result row per input row");
     let (mut ok, mut bad) = (0, 0);
+    // A full file of a text upload ends with the line as it was (trimmed), in its own column.
+    let input = rows[0].iter().position(|h| h == "input");
     for (i, (row, raw)) in rows[1..].iter().zip(raws).enumerate() {
-        let want = expected_row(raw, region, detail);
+        if let Some(at) = input {
+            assert_eq!(
+                row[at],
+                as_written(raw.trim(), format),
+                "row {} (input {raw:?}): the upload's own column",
+                i + 1
+            );
+        }
+        let want = expected_row(raw, region, detail, format);
         let mut got = row.clone();
         got.resize(want.len(), String::new());
         assert_eq!(got, want, "row {} (input {raw:?})", i + 1);
