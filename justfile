@@ -53,7 +53,7 @@ chaos: test-deps
 
 # README's quick start, word for word: `just run` in the background, then the commands of its
 # "Try it" section, and the downloaded result file checked.
-quickstart: deps
+quickstart: test-deps
     scripts/quickstart
 
 # schemathesis against /openapi.json of a running service (debug build): no 5xx, and every

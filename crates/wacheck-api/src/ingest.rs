@@ -291,6 +291,9 @@ struct KeptUpload {
     keep: tokio::sync::oneshot::Sender<()>,
 }
 
+/// How long an upload's copy may take once its rows are stored.
+const COPY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// How the copy ended (`Err`: why it failed).
 type Copied = tokio::sync::oneshot::Receiver<Result<(), String>>;
 
@@ -510,8 +513,10 @@ pub async fn create_task(
             .await
             .map_err(|e| ReadFail::Input(InputError::Io(std::io::Error::other(e))))??;
         if let Some(copied) = copied {
-            copied
+            // A stalled store must not hold the transaction and the ingest slot for long.
+            tokio::time::timeout(COPY_TIMEOUT, copied)
                 .await
+                .map_err(|_| ReadFail::Storage("it did not take the upload within 120 s".into()))?
                 .map_err(|_| ReadFail::Storage("the copy of the upload stopped".into()))?
                 .map_err(ReadFail::Storage)?;
         }

@@ -106,18 +106,26 @@ pub(crate) fn pace(t: &TaskRecord, now: DateTime<Utc>, checks_per_day: Option<u6
     let elapsed = t
         .started_at
         .map(|s| (now - s).num_milliseconds() as f64 / 1000.0);
-    pace_of(open, checked, elapsed, checks_per_day)
+    // A check answers every row of its number: a file with repeated numbers needs fewer.
+    let checks_per_row = t.distinct_numbers as f64 / (t.total - t.invalid).max(1) as f64;
+    pace_of(open, checked, elapsed, checks_per_day, checks_per_row)
 }
 
 /// [`pace`] from the counts: rows still open, rows checked (not cached) in `elapsed` seconds
-/// of work.
-fn pace_of(open: i64, checked: i64, elapsed: Option<f64>, checks_per_day: Option<u64>) -> Pace {
+/// of work, and the account checks a row takes on average.
+fn pace_of(
+    open: i64,
+    checked: i64,
+    elapsed: Option<f64>,
+    checks_per_day: Option<u64>,
+    checks_per_row: f64,
+) -> Pace {
     let (open, checked) = (open.max(0) as f64, checked.max(0) as f64);
     let elapsed = elapsed.unwrap_or(0.0);
     let per_minute = (elapsed >= 5.0 && checked > 0.0).then(|| checked * 60.0 / elapsed);
     let by_budget = checks_per_day
         .filter(|&c| c > 0)
-        .map(|c| open / c as f64 * 86_400.0);
+        .map(|c| open * checks_per_row / c as f64 * 86_400.0);
     let by_rate = per_minute.map(|r| open / r * 60.0);
     let left_secs = match (by_rate, by_budget) {
         (Some(a), Some(b)) => Some(a.max(b)),
@@ -664,21 +672,24 @@ mod tests {
     #[test]
     fn pace_is_the_slower_of_the_rate_and_the_budgets() {
         // 120 rows checked in 60 s, 240 open: 120 a minute, 2 minutes left.
-        let p = pace_of(240, 120, Some(60.0), None);
+        let p = pace_of(240, 120, Some(60.0), None, 1.0);
         assert_eq!(
             (p.per_minute, p.left_secs, p.slow_budget),
             (Some(120.0), Some(120.0), None)
         );
         // Budgets of 5,000 a day for 200,000 open rows: 40 days, whatever the rate so far.
-        let p = pace_of(200_000, 300, Some(60.0), Some(5_000));
+        let p = pace_of(200_000, 300, Some(60.0), Some(5_000), 1.0);
         assert_eq!(p.left_secs, Some(40.0 * 86_400.0));
         assert_eq!(p.slow_budget, Some((5_000, 40.0)));
+        // Each number twice in the file: half the checks, half the days.
+        let p = pace_of(200_000, 300, Some(60.0), Some(5_000), 0.5);
+        assert_eq!(p.slow_budget, Some((5_000, 20.0)));
         // Too early to say a rate (under 5 s), nothing checked yet, or nothing open.
-        assert_eq!(pace_of(10, 5, Some(4.0), None).per_minute, None);
-        assert_eq!(pace_of(10, 0, Some(30.0), None).left_secs, None);
-        assert_eq!(pace_of(0, 10, Some(30.0), Some(10)).left_secs, None);
+        assert_eq!(pace_of(10, 5, Some(4.0), None, 1.0).per_minute, None);
+        assert_eq!(pace_of(10, 0, Some(30.0), None, 1.0).left_secs, None);
+        assert_eq!(pace_of(0, 10, Some(30.0), Some(10), 1.0).left_secs, None);
         // Within a day: no word about the budgets.
-        assert_eq!(pace_of(100, 0, None, Some(5_000)).slow_budget, None);
+        assert_eq!(pace_of(100, 0, None, Some(5_000), 1.0).slow_budget, None);
     }
 
     #[test]

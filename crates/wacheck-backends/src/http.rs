@@ -69,13 +69,17 @@ impl GatewaySettings {
     }
 }
 
+/// How [`transport_error`] words a gateway that did not answer at all.
+pub(crate) const NO_ANSWER: &str = "no answer in time";
+pub(crate) const CANNOT_CONNECT: &str = "cannot connect";
+
 /// A request that got no HTTP answer: timeouts, refused or dropped connections. Always worth
 /// another try; the URL is left out because it may carry the key.
 pub(crate) fn transport_error(gateway: &str, e: reqwest::Error) -> BackendError {
     let what = if e.is_timeout() {
-        "no answer in time"
+        NO_ANSWER
     } else if e.is_connect() {
-        "cannot connect"
+        CANNOT_CONNECT
     } else if e.is_decode() {
         "unreadable answer"
     } else {

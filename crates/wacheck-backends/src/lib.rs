@@ -108,6 +108,15 @@ pub enum BackendError {
     Permanent(String),
 }
 
+impl BackendError {
+    /// Whether the gateway gave no HTTP answer at all (refused connection, timeout): it is down
+    /// or cannot be reached, unlike a gateway that answered with an error.
+    pub fn is_no_answer(&self) -> bool {
+        matches!(self, BackendError::Transient(m)
+            if m.contains(http::NO_ANSWER) || m.contains(http::CANNOT_CONNECT))
+    }
+}
+
 /// A WhatsApp account (or a gateway for one) that can check numbers.
 #[async_trait]
 pub trait CheckBackend: Send + Sync + 'static {

@@ -42,7 +42,7 @@ enum Cmd {
         #[arg(
             long,
             env = "WACHECK_BENCH_DATABASE_URL",
-            default_value = "postgres://postgres@127.0.0.1:5432"
+            default_value = "postgres://postgres:postgres@127.0.0.1:5432"
         )]
         database: String,
     },

@@ -2,17 +2,12 @@
 
 use std::borrow::Cow;
 
-use crate::number::looks_like_phone;
-
 /// A cell starting with `=`, `+`, `-`, `@`, tab or CR is read as a formula by spreadsheet
-/// programs; such text gets a leading apostrophe. A phone number as people write it
-/// (`+41 79 828 46 51`: digits and `+ - ( ) . /` only) holds no function call, so it is
-/// written as it is, like canonical E.164 numbers.
+/// programs; such text gets a leading apostrophe. Canonical E.164 numbers never pass through
+/// here (they are written as they are).
 pub fn neutralize_formula(text: &str) -> Cow<'_, str> {
     match text.as_bytes().first() {
-        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') if !looks_like_phone(text) => {
-            Cow::Owned(format!("'{text}"))
-        }
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => Cow::Owned(format!("'{text}")),
         _ => Cow::Borrowed(text),
     }
 }
@@ -76,9 +71,8 @@ mod tests {
         assert_eq!(neutralize_formula("-2"), "'-2");
         assert_eq!(neutralize_formula("@SUM(A1)"), "'@SUM(A1)");
         assert_eq!(neutralize_formula("hello"), "hello");
-        // A phone number written with its + cannot be a formula that does anything.
-        assert_eq!(neutralize_formula("+41 79 828 46 51"), "+41 79 828 46 51");
-        assert_eq!(neutralize_formula("+41 79 =828"), "'+41 79 =828");
+        // A phone number as people write it too: a spreadsheet would compute `+1-800-555-0199`.
+        assert_eq!(neutralize_formula("+1-800-555-0199"), "'+1-800-555-0199");
         assert_eq!(neutralize_formula(""), "");
     }
 }

@@ -24,8 +24,8 @@ use crate::pipeline::Pipeline;
 pub const XLSX_ROWS_PER_SHEET: u32 = 1_048_575;
 /// Columns of the upload a result file gives back (the workbook reader reads no further).
 pub const MAX_INPUT_COLUMNS: usize = 1024;
-/// Characters of a cell the upload gives back: what an xlsx cell holds.
-pub const MAX_CELL_CHARS: usize = 32_767;
+/// UTF-16 code units of a cell the upload gives back: what an xlsx cell holds.
+pub const MAX_CELL_UNITS: usize = 32_767;
 
 /// Columns of a result file. `cached` says whether the answer came from the result cache;
 /// `picture` whether a profile picture is visible, `privacy` what privacy settings hid, `jid`
@@ -89,14 +89,10 @@ impl Shape {
         h
     }
 
-    /// A cell of the upload as the file writes it: cut to what a spreadsheet cell holds, and
-    /// defused in csv.
+    /// A cell of the upload as the file writes it: cut to what a spreadsheet cell holds (the
+    /// apostrophe of a defused csv cell included), and defused in csv.
     fn outside(&self, cell: &str) -> String {
-        let cell = match cell.char_indices().nth(MAX_CELL_CHARS) {
-            Some((cut, _)) => &cell[..cut],
-            None => cell,
-        };
-        self.text(cell).into_owned()
+        self.text(cut_utf16(cell, MAX_CELL_UNITS - 1)).into_owned()
     }
 
     fn text<'a>(&self, s: &'a str) -> std::borrow::Cow<'a, str> {
@@ -184,8 +180,8 @@ pub enum Fed {
 /// Input records read again from the kept upload, handed out in step with the answers.
 pub struct InputFeed {
     rx: std::sync::mpsc::Receiver<Fed>,
-    /// Rows handed out so far.
-    seen: u64,
+    /// Valid rows handed out so far.
+    valid: u64,
     /// False once the records and the answers disagreed (never expected: the same reader reads
     /// the same file): later rows get no input cells rather than someone else's.
     in_step: bool,
@@ -195,9 +191,11 @@ impl InputFeed {
     /// Reads `path` (a file of `format`) on a thread of its own, a bounded number of records
     /// ahead of the writer.
     pub fn spawn(path: std::path::PathBuf, format: InputFormat) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel(4096);
+        // Rows are cut before they are sent, so the channel holds at most 256 × 64 KiB.
+        let (tx, rx) = std::sync::mpsc::sync_channel(256);
         std::thread::spawn(move || {
             let mut named = false;
+            let mut echo = Echo::default();
             let read = std::fs::File::open(&path)
                 .map_err(input::InputError::from)
                 .and_then(|file| {
@@ -208,8 +206,8 @@ impl InputFeed {
                             let names = r.layout.column_names(format);
                             tx.send(Fed::Columns(names)).map_err(stopped)?;
                         }
-                        tx.send(Fed::Row(r.number, r.cells.to_vec()))
-                            .map_err(stopped)
+                        let cells = echo.cut(r.cells);
+                        tx.send(Fed::Row(r.number, cells)).map_err(stopped)
                     })
                 });
             if let Err(e) = read {
@@ -218,7 +216,7 @@ impl InputFeed {
         });
         InputFeed {
             rx,
-            seen: 0,
+            valid: 0,
             in_step: true,
         }
     }
@@ -244,12 +242,15 @@ impl InputFeed {
         if !self.in_step {
             return None;
         }
-        self.seen += 1;
-        let sampled = self.seen % CHECK_EVERY == 1;
+        let sampled = row.e164.is_some() && {
+            self.valid += 1;
+            self.valid % CHECK_EVERY == 1
+        };
         match self.rx.recv() {
             Ok(Fed::Row(number, cells))
                 if match &row.e164 {
-                    None => row.raw.as_deref() == Some(number.as_str()),
+                    // Stored text loses NUL characters (Postgres keeps none).
+                    None => row.raw.as_deref() == Some(number.replace('\0', "").as_str()),
                     Some(e164) if sampled => normalizer
                         .normalize(&number)
                         .is_some_and(|n| n.as_str() == e164),
@@ -278,6 +279,57 @@ impl InputFeed {
 
 /// One valid row in this many has its number normalised again to prove the feed in step.
 const CHECK_EVERY: u64 = 1024;
+/// The upload's own text a result row gives back at most, in UTF-16 units (about a csv line's
+/// limit): a workbook whose cells all point at one long shared string must not grow into a
+/// file of terabytes.
+const MAX_ROW_ECHO: usize = 64 * 1024;
+/// The upload's own text a result file gives back at most; the rows past it have no input
+/// columns (and the worker says so in its log).
+const MAX_FILE_ECHO: u64 = 1 << 30;
+
+/// Cuts the records of the upload to what a result file gives back of them.
+#[derive(Default)]
+struct Echo {
+    total: u64,
+    warned: bool,
+}
+
+impl Echo {
+    fn cut(&mut self, cells: &[String]) -> Vec<String> {
+        if self.total > MAX_FILE_ECHO {
+            if !self.warned {
+                self.warned = true;
+                tracing::warn!("the upload's own columns passed 1 GiB: later rows go without them");
+            }
+            return Vec::new();
+        }
+        let mut left = MAX_ROW_ECHO;
+        let out: Vec<String> = cells
+            .iter()
+            .take(MAX_INPUT_COLUMNS)
+            .map(|c| {
+                let cell = cut_utf16(c, MAX_CELL_UNITS.min(left));
+                left -= cell.encode_utf16().count();
+                cell.to_owned()
+            })
+            .collect();
+        self.total += (MAX_ROW_ECHO - left) as u64;
+        out
+    }
+}
+
+/// The longest start of `s` of at most `units` UTF-16 code units (how a workbook counts a
+/// cell's length).
+fn cut_utf16(s: &str, units: usize) -> &str {
+    let mut used = 0;
+    for (at, c) in s.char_indices() {
+        used += c.len_utf16();
+        if used > units {
+            return &s[..at];
+        }
+    }
+    s
+}
 
 fn stopped<T>(_: std::sync::mpsc::SendError<T>) -> input::InputError {
     input::InputError::Io(std::io::Error::other("the result writer stopped"))
@@ -448,9 +500,17 @@ async fn shape_of(
         &mut std::io::Read::take(std::fs::File::open(&path)?, 8192),
         &mut head,
     )?;
-    let format = input::detect(&head, record.input_name.as_deref())
-        .context("the kept upload is no longer readable")?;
-    Ok((shape, Some(InputFeed::spawn(path, format))))
+    match input::detect(&head, record.input_name.as_deref()) {
+        Ok(format) => Ok((shape, Some(InputFeed::spawn(path, format)))),
+        // Read once, refused now (the rules changed since): the answers still go out.
+        Err(e) => {
+            tracing::warn!(
+                key,
+                "the kept upload is no longer read ({e}): no input columns"
+            );
+            Ok((shape, None))
+        }
+    }
 }
 
 /// Builds the result file of a completed task, stores it, and marks the task exported.
@@ -678,25 +738,18 @@ mod tests {
                     .collect(),
                 ResultFormat::Xlsx => read_sheets(&path).remove(0),
             };
-            let formula = if result == ResultFormat::Csv {
-                "'=Basel"
+            // csv defuses what a spreadsheet would compute; xlsx keeps the text as it was.
+            let (formula, anna, cy) = if result == ResultFormat::Csv {
+                ("'=Basel", "'+41 79 828 46 51", "'+41 79 828 46 53")
             } else {
-                "=Basel"
+                ("=Basel", "+41 79 828 46 51", "+41 79 828 46 53")
             };
             let no_code = "no country code: write the number with + and its country code, or set default_region";
             let want: Vec<Vec<&str>> = vec![
                 vec![
                     "Number", "whatsapp", "cached", "reason", "name", "phone", "city",
                 ],
-                vec![
-                    "+41798284651",
-                    "yes",
-                    "yes",
-                    "",
-                    "Anna",
-                    "+41 79 828 46 51",
-                    "Bern",
-                ],
+                vec!["+41798284651", "yes", "yes", "", "Anna", anna, "Bern"],
                 vec![
                     "079 828 46 52",
                     "invalid",
@@ -712,12 +765,35 @@ mod tests {
                     "yes",
                     "timed out",
                     "Cy",
-                    "+41 79 828 46 53",
+                    cy,
                     "Chur",
                 ],
             ];
             assert_eq!(rows, want, "{result:?}");
         }
+    }
+
+    #[test]
+    fn echoed_cells_fit_a_workbook_and_rows_stay_small() {
+        // 20,000 emoji are 40,000 UTF-16 units: cut to what a workbook cell holds.
+        let emoji = "\u{1F600}".repeat(20_000);
+        assert_eq!(
+            cut_utf16(&emoji, MAX_CELL_UNITS).encode_utf16().count(),
+            32_766
+        );
+        assert_eq!(cut_utf16("abc", 2), "ab");
+        // A row of 1,100 long cells: at most 1,024 columns and 64 Ki units in all.
+        let long = "x".repeat(30_000);
+        let cells = vec![long; 1_100];
+        let cut = Echo::default().cut(&cells);
+        assert_eq!(cut.len(), MAX_INPUT_COLUMNS);
+        let units: usize = cut.iter().map(|c| c.encode_utf16().count()).sum();
+        assert_eq!(units, MAX_ROW_ECHO);
+        assert_eq!(
+            (cut[0].len(), cut[1].len(), cut[2].len()),
+            (30_000, 30_000, 5_536)
+        );
+        assert!(cut[3].is_empty());
     }
 
     #[test]

@@ -725,8 +725,10 @@ impl Pool {
                     }
                 }
                 // No answer at all: the gateway itself is down or cannot be reached.
-                Err(e @ BackendError::Transient(_))
-                    if r.state == AccountState::Pairing || r.state == AccountState::Unreachable =>
+                Err(e)
+                    if e.is_no_answer()
+                        && (r.state == AccountState::Pairing
+                            || r.state == AccountState::Unreachable) =>
                 {
                     let reason = unreachable(&e.to_string());
                     if r.state_reason.as_deref() != Some(reason.as_str()) {
@@ -922,7 +924,13 @@ pub async fn add_account(
             match tokio::time::timeout(Duration::from_secs(10), backend.probe()).await {
                 Ok(Ok(())) => (AccountState::Connected, "the session works".to_owned()),
                 Ok(Err(BackendError::Account { down, reason })) => (state_of(down), reason),
-                Ok(Err(e)) => (AccountState::Unreachable, unreachable(&e.to_string())),
+                Ok(Err(e)) if e.is_no_answer() => {
+                    (AccountState::Unreachable, unreachable(&e.to_string()))
+                }
+                Ok(Err(e)) => (
+                    AccountState::Pairing,
+                    format!("the gateway did not answer yet ({e}); asking again shortly"),
+                ),
                 Err(_) => (
                     AccountState::Unreachable,
                     unreachable("no answer within 10 s"),
@@ -944,7 +952,7 @@ pub async fn add_account(
 fn unreachable(error: &str) -> String {
     format!(
         "the gateway cannot be reached ({error}): is it running, and is its URL right? \
-         Asking again every few seconds"
+         Workers ask again every accounts.probe_secs"
     )
 }
 

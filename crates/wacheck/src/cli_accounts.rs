@@ -335,6 +335,13 @@ async fn add(db: &sqlx::PgPool, config: &crate::config::Config, a: AddArgs) -> a
     if only_builtin && let Some(notice) = pace_notice(&record) {
         eprintln!("{notice}");
     }
+    if only_builtin && record.state != AccountState::Connected {
+        eprintln!(
+            "note: the built-in simulated account is retired, and `{}` is {}: tasks wait until \
+             it is connected (`wacheck accounts list` shows its state and why)",
+            record.id, record.state
+        );
+    }
     if kind == AccountKind::Native {
         pair(db, config, &name).await?;
     }

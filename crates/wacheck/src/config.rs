@@ -2,7 +2,8 @@
 //!
 //! Environment: `DATABASE_URL`, `REDIS_URL`, and `WACHECK_*` for everything else, with `__`
 //! between section and key (`WACHECK_PIPELINE__CHUNK_SIZE=1000`, `WACHECK_S3__BUCKET=results`).
-//! `WACHECK_TEST_*` variables belong to the test suite, and [`CLIENT_VARIABLES`] to the
+//! `WACHECK_TEST_*` and `WACHECK_BENCH_*` variables belong to the test suite and the
+//! benchmarks, and [`CLIENT_VARIABLES`] to the
 //! command-line client: both are ignored here. Any other `WACHECK_*` variable must name a
 //! setting, so that a typo stops the service instead of being ignored.
 
@@ -91,8 +92,18 @@ impl std::fmt::Debug for Config {
     }
 }
 
-/// Hides the password of a `scheme://user:password@host` URL.
+/// Hides the password of a `scheme://user:password@host` URL (and a `password=` parameter).
 pub fn redact_url(url: &str) -> String {
+    if let Some((base, query)) = url.split_once('?') {
+        let query: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=[redacted]"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        return format!("{}?{}", redact_url(base), query.join("&"));
+    }
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];
@@ -130,10 +141,10 @@ impl Config {
             .merge(
                 Env::prefixed("WACHECK_")
                     .filter(|k| {
-                        !CLIENT_VARIABLES
-                            .iter()
-                            .any(|c| k.as_str().eq_ignore_ascii_case(c))
-                            && !k.as_str().to_ascii_uppercase().starts_with("TEST_")
+                        let k = k.as_str().to_ascii_uppercase();
+                        !CLIENT_VARIABLES.contains(&k.as_str())
+                            && !k.starts_with("TEST_")
+                            && !k.starts_with("BENCH_")
                     })
                     .split("__"),
             );
@@ -160,11 +171,13 @@ impl Config {
                 Some("jwt_secret" | "secret_key") => {
                     out += &format!("# {} = \"…\" (set; not shown)\n", key.unwrap_or_default());
                 }
+                // Kept as a setting, so that a pasted file fails loudly on the password
+                // instead of falling back to the default database.
                 Some(k @ ("database_url" | "redis_url"))
                     if value().is_some_and(|v| redact_url(v) != v) =>
                 {
                     out += &format!(
-                        "# {k} = \"{}\" (its password is not shown)\n",
+                        "{k} = \"{}\"   # the password is not shown: put it back\n",
                         redact_url(value().unwrap_or_default())
                     );
                 }
@@ -235,6 +248,10 @@ mod tests {
         assert_eq!(
             redact_url("redis://127.0.0.1:6379"),
             "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&password=pw&sslmode=require"),
+            "postgres://h/db?user=u&password=[redacted]&sslmode=require"
         );
     }
 
@@ -315,6 +332,8 @@ mod tests {
             let back = Config::load(Some(Path::new("pasted.toml"))).expect("it reads back");
             assert_eq!(back.pipeline.chunk_size, 7);
             assert!(back.auth.jwt_secret.is_none());
+            // The database is still named, with a password that cannot work.
+            assert_eq!(back.database_url, "postgres://u:[redacted]@127.0.0.1/db");
             Ok(())
         });
     }

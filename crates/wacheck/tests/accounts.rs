@@ -86,7 +86,13 @@ fn assert_detail_rows(
     let norm = Normalizer::new(Some("CH")).unwrap();
     let mut cached = 0;
     for (i, (row, raw)) in rows[1..].iter().zip(raws).enumerate() {
-        assert_eq!(&row[10], raw, "row {}: the upload's own cell", i + 1);
+        // The files are csv: outside text that starts like a formula has its apostrophe.
+        assert_eq!(
+            row[10],
+            as_written(raw, "csv"),
+            "row {}: the upload's own cell",
+            i + 1
+        );
         let mut row = row.clone();
         row.resize(9, String::new());
         let Some(e) = norm.normalize(raw) else {

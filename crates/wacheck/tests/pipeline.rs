@@ -502,7 +502,7 @@ async fn result_files_keep_the_users_columns() {
                     "no".into(),
                     "".into(),
                     "Anna".into(),
-                    "+41 79 828 46 51".into(),
+                    defused("+41 79 828 46 51"),
                     "Bern".into(),
                 ],
                 vec![
@@ -529,7 +529,7 @@ async fn result_files_keep_the_users_columns() {
                     "no".into(),
                     "".into(),
                     "Dan".into(),
-                    "+41 79 828 46 51".into(),
+                    defused("+41 79 828 46 51"),
                     "Sion".into(),
                 ],
             ];

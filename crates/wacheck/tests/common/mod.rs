@@ -582,17 +582,11 @@ pub fn parse_result(bytes: &[u8], format: &str) -> Vec<Vec<String>> {
 
 /// How a result file of `format` shows a cell of outside text (docs/api.md, "Formula
 /// neutralisation"): csv puts an apostrophe before one that a spreadsheet would read as a
-/// formula (`=`, `+`, `-`, `@`, tab, CR), unless it is a phone number as people write it (6 to
-/// 17 digits, with only `+` first and `space - ( ) . /` between); an xlsx string cell is never
-/// a formula and keeps its text.
+/// formula (`=`, `+`, `-`, `@`, tab, CR); an xlsx string cell is never a formula and keeps its
+/// text.
 pub fn as_written(text: &str, format: &str) -> String {
     let formula = text.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    let t = text.trim();
-    let digits = t.chars().filter(char::is_ascii_digit).count();
-    let phone = (6..=17).contains(&digits)
-        && t.char_indices()
-            .all(|(i, c)| c.is_ascii_digit() || (c == '+' && i == 0) || " -()./".contains(c));
-    if format == "csv" && formula && !phone {
+    if format == "csv" && formula {
         format!("'{text}")
     } else {
         text.to_owned()
