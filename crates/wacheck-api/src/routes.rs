@@ -182,7 +182,7 @@ fn message(t: &TaskRecord, now: DateTime<Utc>, working: bool, pace: Pace) -> Str
                 m.push_str(&format!(
                     "; the accounts' budgets allow at most {} checks a day, so the open rows \
                      take {days:.1} days: add accounts or raise their limits (docs/backends.md)",
-                    thousands(per_day)
+                    wacheck_core::text::thousands(per_day)
                 ));
             }
             if let Some(w) = &t.waiting {
@@ -235,19 +235,6 @@ fn message(t: &TaskRecord, now: DateTime<Utc>, working: bool, pace: Pace) -> Str
             )
         }
     }
-}
-
-/// `1234567` as `1,234,567`.
-pub(crate) fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -693,14 +680,10 @@ mod tests {
     }
 
     #[test]
-    fn spans_and_counts_read_as_people_write_them() {
+    fn spans_read_as_people_say_them() {
         assert_eq!(human_duration(40.2), "40 s");
         assert_eq!(human_duration(725.0), "12 min");
         assert_eq!(human_duration(12_000.0), "3 h 20 min");
         assert_eq!(human_duration(216_000.0), "2.5 days");
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(5_000), "5,000");
-        assert_eq!(thousands(1_234_567), "1,234,567");
     }
 }

@@ -52,16 +52,9 @@ fn machine() -> String {
     )
 }
 
+/// A count as people read it; the figures reported are never negative.
 fn thousands(v: f64) -> String {
-    let s = format!("{:.0}", v);
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 && c != '-' {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    wacheck_core::text::thousands(v.max(0.0).round() as u64)
 }
 
 fn secs(v: f64) -> String {

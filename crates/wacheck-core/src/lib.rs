@@ -9,6 +9,7 @@ pub mod number;
 pub mod outcome;
 pub mod sanitize;
 pub mod task;
+pub mod text;
 
 pub use account::{AccountKind, AccountState};
 pub use number::{E164, Invalid, Normalizer, NumberError};

@@ -58,6 +58,19 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The most checks a day this budget allows: the rate over 24 hours, or the daily cap
+    /// when that is lower; `None` when neither limits it.
+    pub fn checks_per_day(&self) -> Option<u64> {
+        let by_rate = (self.per_minute > 0).then(|| u64::from(self.per_minute) * 1440);
+        let by_cap = (self.daily_cap > 0).then(|| u64::from(self.daily_cap));
+        match (by_rate, by_cap) {
+            (Some(r), Some(c)) => Some(r.min(c)),
+            (r, c) => r.or(c),
+        }
+    }
+}
+
 impl AccountRecord {
     /// Whether the account may get work at `now` (as far as its stored state says).
     pub fn healthy_at(&self, now: DateTime<Utc>) -> bool {
@@ -553,4 +566,23 @@ pub async fn aliases(pool: &PgPool) -> Result<Vec<(String, String)>> {
             .fetch_all(pool)
             .await?,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Limits;
+
+    #[test]
+    fn a_day_of_checks_is_the_lower_of_rate_and_cap() {
+        let l = |per_minute, daily_cap| Limits {
+            per_minute,
+            daily_cap,
+            ..Limits::default()
+        };
+        assert_eq!(l(60, 5_000).checks_per_day(), Some(5_000));
+        assert_eq!(l(2, 5_000).checks_per_day(), Some(2_880));
+        assert_eq!(l(60, 0).checks_per_day(), Some(86_400));
+        assert_eq!(l(0, 12).checks_per_day(), Some(12));
+        assert_eq!(l(0, 0).checks_per_day(), None);
+    }
 }

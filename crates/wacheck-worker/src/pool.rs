@@ -327,19 +327,7 @@ impl Pool {
             if !a.usable_by(user) || !r.healthy_at(now) {
                 continue;
             }
-            let by_rate = match r.limits.per_minute {
-                0 => None,
-                m => Some(u64::from(m) * 1440),
-            };
-            let by_cap = match r.limits.daily_cap {
-                0 => None,
-                c => Some(u64::from(c)),
-            };
-            total += match (by_rate, by_cap) {
-                (None, None) => return None,
-                (Some(a), Some(b)) => a.min(b),
-                (Some(a), None) | (None, Some(a)) => a,
-            };
+            total += r.limits.checks_per_day()?;
         }
         Some(total)
     }

@@ -250,15 +250,8 @@ pub fn table(rows: &[Vec<String>], right: std::ops::Range<usize>) -> String {
 /// the pace.
 fn pace_notice(new: &AccountRecord) -> Option<String> {
     let l = new.limits;
-    if new.owner.is_some() || (l.per_minute == 0 && l.daily_cap == 0) {
-        return None;
-    }
-    let per_day = match (l.per_minute, l.daily_cap) {
-        (0, cap) => u64::from(cap),
-        (m, 0) => u64::from(m) * 1440,
-        (m, cap) => (u64::from(m) * 1440).min(u64::from(cap)),
-    };
-    let days = 200_000.0 / per_day as f64;
+    let per_day = l.checks_per_day().filter(|_| new.owner.is_none())?;
+    let days = 200_000.0 / per_day.max(1) as f64;
     Some(format!(
         "note: the built-in simulated account, which answered without limits, is retired now; \
          `{id}` checks at most {per_minute} numbers a minute (bursts of {burst}) and {cap} a day, \

@@ -161,8 +161,9 @@ impl Config {
     /// secret left out: lines that would hold one are comments that say so.
     pub fn to_toml_redacted(&self) -> String {
         let mut out = String::from(
-            "# wacheck's effective configuration. Secrets are not shown: their lines are \
-             comments; set them in this file or in the environment.\n",
+            "# wacheck's effective configuration. Secrets are not shown: a secret's line is a \
+             comment, a URL's password reads [redacted]; put them back here or in the \
+             environment.\n",
         );
         for line in self.to_toml().lines() {
             let key = line.split_once(" = ").map(|(k, _)| k.trim());

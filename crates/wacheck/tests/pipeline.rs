@@ -572,13 +572,7 @@ async fn national_numbers_without_a_region_are_explained() {
     let env = TestEnv::start(Store::Local).await;
     let file = b"079 828 46 51\n079 828 46 52\n+41 79 828 46 53\n".to_vec();
     let task = env.upload("simple", "n.txt", file.clone(), &[]).await;
-    let done = env
-        .wait_exported(
-            "simple",
-            task["task_id"].as_str().unwrap(),
-            Duration::from_secs(60),
-        )
-        .await;
+    let (done, _) = env.exported_rows("simple", &task, "xlsx").await;
     assert_eq!(
         done["message"],
         "done; 2 of 3 rows are invalid because they have no country code: upload the file \
@@ -587,13 +581,7 @@ async fn national_numbers_without_a_region_are_explained() {
     let task = env
         .upload("simple", "n.txt", file, &[("default_region", "CH")])
         .await;
-    let done = env
-        .wait_exported(
-            "simple",
-            task["task_id"].as_str().unwrap(),
-            Duration::from_secs(60),
-        )
-        .await;
+    let (done, _) = env.exported_rows("simple", &task, "xlsx").await;
     assert_eq!(done["message"], "done");
     env.stop().await;
 }
