@@ -39,7 +39,7 @@ run-release: deps
 # README's quick start followed word for word, schemathesis, fuzzing and the benchmark smoke run.
 test: test-deps
     scripts/drop-test-databases
-    cargo nextest run --workspace --no-fail-fast --test-threads 4 -E 'not binary(chaos)'
+    cargo nextest run --workspace --no-fail-fast --test-threads 4 -E 'not test(/^chaos::/)'
     just chaos
     just quickstart
     just schemathesis
@@ -49,7 +49,7 @@ test: test-deps
 # Fault tests, one at a time: workers killed, Redis and Postgres restarted, storage down,
 # backend faults, SIGTERM (private Redis and Postgres servers; only 127.0.0.1).
 chaos: test-deps
-    cargo nextest run -p wacheck --test chaos --no-fail-fast --test-threads 1
+    cargo nextest run -p wacheck --test it --no-fail-fast --test-threads 1 -E 'test(/^chaos::/)'
 
 # README's quick start, word for word: `just run` in the background, then the commands of its
 # "Try it" section, and the downloaded result file checked.
@@ -69,7 +69,7 @@ fuzz SECONDS="60": test-deps
 # Load run (release build): one API and two worker processes, 50 concurrent uploads of 10,000
 # numbers under 500 status polls per second (wrk) for 60 s. Figures go to docs/benchmarks.md.
 load: test-deps
-    cargo test --release -p wacheck --test load -- --ignored --nocapture --test-threads 1
+    cargo test --release -p wacheck --test it load:: -- --ignored --nocapture --test-threads 1
 
 # The benchmark suite (release build): reading, normalisation, storing, export, upload, end to
 # end with 1 and 2 workers, worker CPU per number, memory at 100k/1M/2M, status polling under
@@ -83,9 +83,10 @@ bench-smoke: test-deps
     cargo build --bins
     "${CARGO_TARGET_DIR:-target}/debug/wacheck-bench" run --quick --out "${CARGO_TARGET_DIR:-target}/bench-smoke.md"
 
-# Formatting and lints, as CI runs them.
+# Formatting, lints and no import cycles between the modules of a crate, as CI runs them.
 lint:
     cargo fmt --all -- --check
+    scripts/check-module-cycles
     cargo clippy --workspace --all-targets -- -D warnings
 
 # Apply database migrations.

@@ -5,37 +5,31 @@
 //! everyone's work); other users see and manage only their own, which only their work uses.
 
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use wacheck_core::{AccountKind, AccountState, TaskId};
-use wacheck_store::accounts::{self, AccountRecord, Limits, NewAccount};
-use wacheck_worker::pool::{AddError, add_account};
+use wacheck_app::accounts::{self, LimitsChange, Summary};
+use wacheck_core::{AccountKind, AccountState};
 
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, Need, Tasks};
+use crate::json::{Json, parse, rfc3339};
 #[allow(unused_imports)] // named in the OpenAPI annotations
 use crate::openapi::{ErrorBody, FileBody, Refusals};
+use crate::router::{Router, route};
 use crate::{ApiError, AppState};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/accounts", web::get().to(list))
-        .route("/v1/accounts", web::post().to(create))
-        .route("/v1/accounts/{id}", web::get().to(show))
-        .route("/v1/accounts/{id}", web::patch().to(update))
-        .route("/v1/accounts/{id}", web::delete().to(remove))
-        .route("/v1/accounts/{id}/pause", web::post().to(pause))
-        .route("/v1/accounts/{id}/resume", web::post().to(resume))
-        .route("/v1/accounts/{id}/qr.png", web::get().to(qr_png))
-        .route("/v1/accounts/{id}/aliases", web::post().to(add_alias))
-        .route(
-            "/v1/accounts/{id}/aliases/{alias}",
-            web::delete().to(remove_alias),
-        )
-        .route("/v1/tasks/{task_id}/usage", web::get().to(task_usage));
-}
-
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+pub fn routes(r: &mut Router) {
+    route!(r, list);
+    route!(r, create);
+    route!(r, show);
+    route!(r, update);
+    route!(r, remove);
+    route!(r, pause);
+    route!(r, resume);
+    route!(r, qr_png);
+    route!(r, add_alias);
+    route!(r, remove_alias);
+    route!(r, task_usage);
 }
 
 /// An account as the API shows it. Gateway keys are never shown.
@@ -113,7 +107,12 @@ fn redacted(mut settings: Value) -> Value {
     settings
 }
 
-fn view(r: AccountRecord, checks_today: i64, aliases: Vec<String>) -> AccountView {
+fn view(s: Summary) -> AccountView {
+    let Summary {
+        record: r,
+        checks_today,
+        aliases,
+    } = s;
     let now = Utc::now();
     let pairing = r.state == AccountState::Pairing;
     let qr_live = pairing && r.qr_code.is_some() && r.qr_expires_at.is_some_and(|t| t > now);
@@ -143,36 +142,6 @@ fn view(r: AccountRecord, checks_today: i64, aliases: Vec<String>) -> AccountVie
     }
 }
 
-fn not_found() -> ApiError {
-    ApiError::NotFound("no such account".into())
-}
-
-/// The account named `id`, if the caller may see it (another user's account looks missing).
-async fn visible(state: &AppState, user: &AuthUser, id: &str) -> Result<AccountRecord, ApiError> {
-    user.need("tasks")?;
-    let r = accounts::get(&state.pool, id)
-        .await?
-        .ok_or_else(not_found)?;
-    if user.is_admin() || r.owner.as_deref() == Some(user.id.as_str()) {
-        Ok(r)
-    } else {
-        Err(not_found())
-    }
-}
-
-async fn aliases_of(state: &AppState, id: &str) -> Result<Vec<String>, ApiError> {
-    Ok(accounts::aliases(&state.pool)
-        .await?
-        .into_iter()
-        .filter(|(a, _)| a == id)
-        .map(|(_, alias)| alias)
-        .collect())
-}
-
-async fn today(state: &AppState, id: &str) -> Result<i64, ApiError> {
-    Ok(accounts::checks_on(&state.pool, id, Utc::now().date_naive()).await?)
-}
-
 #[utoipa::path(
     get,
     path = "/v1/accounts",
@@ -185,63 +154,10 @@ async fn today(state: &AppState, id: &str) -> Result<i64, ApiError> {
 )]
 pub(crate) async fn list(
     state: web::Data<AppState>,
-    user: AuthUser,
+    user: Need<Tasks>,
 ) -> Result<HttpResponse, ApiError> {
-    user.need("tasks")?;
-    let today: std::collections::HashMap<String, i64> = accounts::checks_today(&state.pool)
-        .await?
-        .into_iter()
-        .collect();
-    let aliases = accounts::aliases(&state.pool).await?;
-    let views: Vec<AccountView> = accounts::list(&state.pool)
-        .await?
-        .into_iter()
-        .filter(|r| user.is_admin() || r.owner.as_deref() == Some(user.id.as_str()))
-        .map(|r| {
-            let n = today.get(&r.id).copied().unwrap_or(0);
-            let mine = aliases
-                .iter()
-                .filter(|(a, _)| *a == r.id)
-                .map(|(_, alias)| alias.clone())
-                .collect();
-            view(r, n, mine)
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(views))
-}
-
-/// Limits given in a request; what is missing keeps its default (or current) value.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LimitsIn {
-    per_minute: Option<u32>,
-    burst: Option<u32>,
-    daily_cap: Option<u32>,
-    jitter_ms: Option<u32>,
-}
-
-impl LimitsIn {
-    fn over(&self, base: Limits) -> Result<Limits, ApiError> {
-        let l = Limits {
-            per_minute: self.per_minute.unwrap_or(base.per_minute),
-            burst: self.burst.unwrap_or(base.burst),
-            daily_cap: self.daily_cap.unwrap_or(base.daily_cap),
-            jitter_ms: self.jitter_ms.unwrap_or(base.jitter_ms),
-        };
-        if l.burst == 0 {
-            return Err(ApiError::bad(
-                "invalid_parameter",
-                "burst must be at least 1",
-            ));
-        }
-        if l.jitter_ms > 600_000 {
-            return Err(ApiError::bad(
-                "invalid_parameter",
-                "jitter_ms must be at most 600000 (10 minutes)",
-            ));
-        }
-        Ok(l)
-    }
+    let all = accounts::list(&state.pool, &user).await?;
+    Ok(HttpResponse::Ok().json(all.into_iter().map(view).collect::<Vec<_>>()))
 }
 
 /// A new account.
@@ -282,62 +198,31 @@ pub(crate) struct NewAccountIn {
 )]
 pub(crate) async fn create(
     state: web::Data<AppState>,
-    user: AuthUser,
-    body: web::Bytes,
+    user: Need<Tasks>,
+    Json(input): Json<NewAccountIn>,
 ) -> Result<HttpResponse, ApiError> {
-    user.need("tasks")?;
-    if !user.is_admin() && !state.accounts.settings.user_accounts {
-        return Err(ApiError::Forbidden {
-            code: "missing_scope",
-            message: "only admins add accounts here (the operator may let users add their own: \
-                      accounts.user_accounts)"
-                .into(),
-        });
-    }
-    let input: NewAccountIn = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad(
-            "invalid_body",
-            format!("the body is not a valid account: {e}"),
-        )
-    })?;
-    let owner = match (user.is_admin(), input.owner) {
-        (true, owner) => owner,
-        (false, None) => Some(user.id.clone()),
-        (false, Some(o)) if o == user.id => Some(o),
-        (false, Some(_)) => {
-            return Err(ApiError::Forbidden {
-                code: "missing_scope",
-                message: "only admins add accounts for other users".into(),
-            });
-        }
-    };
-    let new = NewAccount {
+    let new = accounts::NewAccountRequest {
         id: input.id,
         kind: input.kind,
-        owner,
         settings: input
             .settings
             .unwrap_or_else(|| Value::Object(Default::default())),
-        limits: LimitsIn {
+        limits: LimitsChange {
             per_minute: input.per_minute,
             burst: input.burst,
             daily_cap: input.daily_cap,
             jitter_ms: input.jitter_ms,
-        }
-        .over(Limits::default())?,
-        state: AccountState::Pairing,
-        builtin: false,
-    };
-    let record = add_account(&state.pool, new).await.map_err(|e| match e {
-        AddError::Invalid(m) => ApiError::bad("invalid_account", m),
-        AddError::Exists(_) => ApiError::Conflict {
-            code: "account_exists",
-            message: e.to_string(),
         },
-        AddError::Store(s) => s.into(),
-    })?;
+        owner: input.owner,
+    };
+    let user_accounts = state.accounts.settings.user_accounts;
+    let record = accounts::add(&state.pool, &user, user_accounts, new).await?;
     refresh(&state).await;
-    Ok(HttpResponse::Created().json(view(record, 0, Vec::new())))
+    Ok(HttpResponse::Created().json(view(Summary {
+        record,
+        checks_today: 0,
+        aliases: Vec::new(),
+    })))
 }
 
 /// The pool of this process follows at once (the others at their next refresh).
@@ -364,10 +249,7 @@ pub(crate) async fn show(
     user: AuthUser,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let r = visible(&state, &user, &id).await?;
-    let n = today(&state, &r.id).await?;
-    let aliases = aliases_of(&state, &r.id).await?;
-    Ok(HttpResponse::Ok().json(view(r, n, aliases)))
+    Ok(HttpResponse::Ok().json(view(accounts::show(&state.pool, &user, &id).await?)))
 }
 
 /// Changes to an account; absent fields stay.
@@ -402,26 +284,16 @@ pub(crate) async fn update(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let r = visible(&state, &user, &id).await?;
-    let input: UpdateAccountIn = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad(
-            "invalid_body",
-            format!("the body is not a valid change: {e}"),
-        )
-    })?;
-    let limits = LimitsIn {
+    // Someone else's account answers 404 whatever the body holds.
+    accounts::visible(&state.pool, &user, &id).await?;
+    let input: UpdateAccountIn = parse(&body)?;
+    let limits = LimitsChange {
         per_minute: input.per_minute,
         burst: input.burst,
         daily_cap: input.daily_cap,
         jitter_ms: input.jitter_ms,
-    }
-    .over(r.limits)?;
-    if limits != r.limits {
-        accounts::set_limits(&state.pool, &r.id, limits).await?;
-    }
-    if let Some(p) = input.paused {
-        accounts::set_paused(&state.pool, &r.id, p).await?;
-    }
+    };
+    accounts::change(&state.pool, &user, &id, input.paused, limits).await?;
     refresh(&state).await;
     show(state, user, id).await
 }
@@ -432,8 +304,14 @@ async fn set_paused(
     id: web::Path<String>,
     paused: bool,
 ) -> Result<HttpResponse, ApiError> {
-    let r = visible(&state, &user, &id).await?;
-    accounts::set_paused(&state.pool, &r.id, paused).await?;
+    accounts::change(
+        &state.pool,
+        &user,
+        &id,
+        Some(paused),
+        LimitsChange::default(),
+    )
+    .await?;
     refresh(&state).await;
     show(state, user, id).await
 }
@@ -495,8 +373,7 @@ pub(crate) async fn remove(
     user: AuthUser,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let r = visible(&state, &user, &id).await?;
-    accounts::remove(&state.pool, &r.id).await?;
+    accounts::remove(&state.pool, &user, &id).await?;
     refresh(&state).await;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -519,24 +396,8 @@ pub(crate) async fn qr_png(
     user: AuthUser,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let r = visible(&state, &user, &id).await?;
-    if r.state != AccountState::Pairing {
-        return Err(ApiError::Conflict {
-            code: "not_pairing",
-            message: format!("account `{}` is {}, not pairing", r.id, r.state),
-        });
-    }
-    let code = r
-        .qr_code
-        .filter(|_| r.qr_expires_at.is_some_and(|t| t > Utc::now()))
-        .ok_or_else(|| {
-            ApiError::NotFound(
-                "no QR code right now: a worker shows one once the session reaches WhatsApp; \
-                 ask again in a few seconds"
-                    .into(),
-            )
-        })?;
-    let png = crate::qr::png(&code).map_err(ApiError::Internal)?;
+    let code = accounts::qr_code(&state.pool, &user, &id).await?;
+    let png = crate::qr::png(&code).map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok()
         .content_type("image/png")
         .insert_header(("Cache-Control", "no-store"))
@@ -558,16 +419,10 @@ pub(crate) async fn qr_png(
 )]
 pub(crate) async fn task_usage(
     state: web::Data<AppState>,
-    user: AuthUser,
+    user: Need<Tasks>,
     task_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    user.need("tasks")?;
-    let id: TaskId = task_id.parse().map_err(|_| ApiError::task_not_found())?;
-    let task = wacheck_store::tasks::get(&state.pool, id)
-        .await?
-        .filter(|t| user.is_admin() || t.user_id == user.id)
-        .ok_or_else(ApiError::task_not_found)?;
-    let usage = accounts::task_usage(&state.pool, task.id).await?;
+    let (task, usage) = accounts::task_usage(&state.pool, &user, &task_id).await?;
     Ok(HttpResponse::Ok().json(TaskUsageView {
         task_id: task.id.to_string(),
         cached: task.cached,
@@ -583,52 +438,12 @@ pub(crate) async fn task_usage(
     }))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gateway_keys_are_redacted() {
-        let v = redacted(serde_json::json!({"base_url": "http://x", "api_key": "s3cret"}));
-        assert_eq!(v["api_key"], "[redacted]");
-        let none = redacted(serde_json::json!({"registered_percent": 70}));
-        assert!(none.get("api_key").is_none());
-    }
-
-    #[test]
-    fn limits_keep_what_is_not_given_and_refuse_nonsense() {
-        let base = Limits::default();
-        let l = LimitsIn {
-            per_minute: Some(30),
-            ..Default::default()
-        }
-        .over(base)
-        .unwrap();
-        assert_eq!((l.per_minute, l.burst), (30, base.burst));
-        assert!(
-            LimitsIn {
-                burst: Some(0),
-                ..Default::default()
-            }
-            .over(base)
-            .is_err()
-        );
-    }
-}
-
 /// Another name for an account.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AliasIn {
     /// 1-200 characters of letters, digits and `-_.~+=` (it appears in URL paths).
     alias: String,
-}
-
-/// Whether a name can be an alias: it has to fit in one URL path segment.
-fn valid_alias(a: &str) -> bool {
-    (1..=200).contains(&a.len())
-        && a.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.~+=".contains(&b))
 }
 
 #[utoipa::path(
@@ -652,21 +467,10 @@ pub(crate) async fn add_alias(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let r = visible(&state, &user, &id).await?;
-    let input: AliasIn = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad("invalid_body", format!("send {{\"alias\": \"…\"}}: {e}")))?;
-    if !valid_alias(&input.alias) {
-        return Err(ApiError::bad(
-            "invalid_parameter",
-            "an alias is 1-200 letters, digits and -_.~+=",
-        ));
-    }
-    if !accounts::add_alias(&state.pool, &input.alias, &r.id).await? {
-        return Err(ApiError::Conflict {
-            code: "alias_taken",
-            message: format!("`{}` names another account already", input.alias),
-        });
-    }
+    // Someone else's account answers 404 whatever the body holds.
+    accounts::visible(&state.pool, &user, &id).await?;
+    let input: AliasIn = parse(&body)?;
+    accounts::add_alias(&state.pool, &user, &id, &input.alias).await?;
     show(state, user, id).await
 }
 
@@ -688,9 +492,19 @@ pub(crate) async fn remove_alias(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, alias) = path.into_inner();
-    let r = visible(&state, &user, &id).await?;
-    if !accounts::remove_alias(&state.pool, &alias, &r.id).await? {
-        return Err(ApiError::NotFound(format!("`{id}` has no alias `{alias}`")));
-    }
+    accounts::remove_alias(&state.pool, &user, &id, &alias).await?;
     show(state, user, web::Path::from(id)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_keys_are_redacted() {
+        let v = redacted(serde_json::json!({"base_url": "http://x", "api_key": "s3cret"}));
+        assert_eq!(v["api_key"], "[redacted]");
+        let none = redacted(serde_json::json!({"registered_percent": 70}));
+        assert!(none.get("api_key").is_none());
+    }
 }

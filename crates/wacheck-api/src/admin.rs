@@ -3,29 +3,29 @@
 //! their keys.
 
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use wacheck_store::keys::{self, KeyRecord};
-use wacheck_store::users::{self, QuotaUse, UserLimits, UserRecord};
+use wacheck_app::users::{self, UserLimitsChange};
+use wacheck_store::keys::KeyRecord;
+use wacheck_store::users::{QuotaUse, UserLimits, UserRecord};
 
-use crate::auth::{AuthUser, Limits};
+use wacheck_app::Limits;
+
+use crate::auth::{Admin, AuthUser, Need};
+use crate::json::{Json, rfc3339};
 #[allow(unused_imports)] // named in the OpenAPI annotations
 use crate::openapi::{ErrorBody, Refusals};
+use crate::router::{Router, route};
 use crate::{ApiError, AppState};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/me", web::get().to(me))
-        .route("/v1/admin/users", web::get().to(list_users))
-        .route("/v1/admin/users", web::post().to(create_user))
-        .route("/v1/admin/users/{user_id}", web::get().to(show_user))
-        .route("/v1/admin/users/{user_id}", web::patch().to(update_user))
-        .route("/v1/admin/users/{user_id}/keys", web::get().to(list_keys))
-        .route("/v1/admin/users/{user_id}/keys", web::post().to(create_key))
-        .route("/v1/admin/keys/{key_id}", web::delete().to(revoke_key));
-}
-
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+pub fn routes(r: &mut Router) {
+    route!(r, me);
+    route!(r, list_users);
+    route!(r, create_user);
+    route!(r, show_user);
+    route!(r, update_user);
+    route!(r, list_keys);
+    route!(r, create_key);
+    route!(r, revoke_key);
 }
 
 /// The caller: who, what it may do, its limits and what its quotas have used.
@@ -92,10 +92,10 @@ pub(crate) async fn me(
     state: web::Data<AppState>,
     user: AuthUser,
 ) -> Result<HttpResponse, ApiError> {
-    let used = users::quota_use(&state.pool, &user.id).await?;
+    let used = wacheck_store::users::quota_use(&state.pool, &user.id).await?;
     Ok(HttpResponse::Ok().json(MeView {
         user_id: user.id.clone(),
-        scopes: user.scopes.clone(),
+        scopes: user.scopes.iter().map(|s| s.name().to_owned()).collect(),
         key_id: user.key_id.clone(),
         limits: user.limits.into(),
         used: used.into(),
@@ -168,26 +168,6 @@ fn key_view(k: KeyRecord) -> KeyView {
     }
 }
 
-fn admin(user: &AuthUser) -> Result<(), ApiError> {
-    if user.is_admin() {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden {
-            code: "missing_scope",
-            message: "this route needs a key with the `admin` scope".into(),
-        })
-    }
-}
-
-fn no_user() -> ApiError {
-    ApiError::NotFound("no such user".into())
-}
-
-fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad("invalid_body", format!("the body is not valid: {e}")))
-}
-
 #[utoipa::path(
     get,
     path = "/v1/admin/users",
@@ -200,15 +180,14 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 )]
 pub(crate) async fn list_users(
     state: web::Data<AppState>,
-    user: AuthUser,
+    user: Need<Admin>,
 ) -> Result<HttpResponse, ApiError> {
-    admin(&user)?;
-    let mut out = Vec::new();
-    for u in users::list(&state.pool).await? {
-        let used = users::quota_use(&state.pool, &u.id).await?;
-        out.push(user_view(&state, u, used));
-    }
-    Ok(HttpResponse::Ok().json(out))
+    let all = users::list(&state.pool, &user).await?;
+    let views: Vec<UserView> = all
+        .into_iter()
+        .map(|(u, used)| user_view(&state, u, used))
+        .collect();
+    Ok(HttpResponse::Ok().json(views))
 }
 
 /// A user's limits as given: absent keeps what is there; `null` resets to the default.
@@ -238,25 +217,19 @@ mod nullable {
 }
 
 impl LimitsIn {
-    fn over(&self, mut l: UserLimits) -> Result<UserLimits, ApiError> {
-        if let Some(v) = self.requests_per_minute {
-            l.requests_per_minute = v;
+    fn change(self) -> UserLimitsChange {
+        UserLimitsChange {
+            requests_per_minute: self.requests_per_minute,
+            request_burst: self.request_burst,
+            numbers_per_day: self.numbers_per_day,
+            max_concurrent_tasks: self.max_concurrent_tasks,
+            max_rows: self.max_rows,
         }
-        if let Some(v) = self.request_burst {
-            l.request_burst = v;
-        }
-        if let Some(v) = self.numbers_per_day {
-            l.numbers_per_day = v;
-        }
-        if let Some(v) = self.max_concurrent_tasks {
-            l.max_concurrent_tasks = v;
-        }
-        if let Some(v) = self.max_rows {
-            l.max_rows = v;
-        }
-        l.check()
-            .map_err(|why| ApiError::bad("invalid_parameter", why))?;
-        Ok(l)
+    }
+
+    /// The `limits` object of a body.
+    fn parse(v: serde_json::Value) -> Result<UserLimitsChange, ApiError> {
+        Ok(crate::json::parse::<LimitsIn>(v.to_string().as_bytes())?.change())
     }
 }
 
@@ -287,31 +260,15 @@ pub(crate) struct NewUserIn {
 )]
 pub(crate) async fn create_user(
     state: web::Data<AppState>,
-    user: AuthUser,
-    bytes: web::Bytes,
+    user: Need<Admin>,
+    Json(input): Json<NewUserIn>,
 ) -> Result<HttpResponse, ApiError> {
-    admin(&user)?;
-    let input: NewUserIn = body(&bytes)?;
-    if !wacheck_core::account::valid_user_id(&input.id) {
-        return Err(ApiError::bad(
-            "invalid_parameter",
-            "a user id is 1-64 letters, digits, `-`, `_`, `.` and `@`",
-        ));
-    }
-    let limits = match input.limits {
-        Some(v) => body::<LimitsIn>(v.to_string().as_bytes())?.over(UserLimits::default())?,
-        None => UserLimits::default(),
-    };
-    if !users::create(&state.pool, &input.id).await? {
-        return Err(ApiError::Conflict {
-            code: "user_exists",
-            message: format!("a user `{}` exists already", input.id),
-        });
-    }
-    users::set_limits(&state.pool, &input.id, limits).await?;
-    let u = users::get(&state.pool, &input.id)
-        .await?
-        .ok_or_else(no_user)?;
+    let limits = input
+        .limits
+        .map(LimitsIn::parse)
+        .transpose()?
+        .unwrap_or_default();
+    let u = users::create(&state.pool, &user, &input.id, limits).await?;
     Ok(HttpResponse::Created().json(user_view(&state, u, QuotaUse::default())))
 }
 
@@ -329,12 +286,10 @@ pub(crate) async fn create_user(
 )]
 pub(crate) async fn show_user(
     state: web::Data<AppState>,
-    user: AuthUser,
+    user: Need<Admin>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    admin(&user)?;
-    let u = users::get(&state.pool, &id).await?.ok_or_else(no_user)?;
-    let used = users::quota_use(&state.pool, &u.id).await?;
+    let (u, used) = users::get(&state.pool, &user, &id).await?;
     Ok(HttpResponse::Ok().json(user_view(&state, u, used)))
 }
 
@@ -366,32 +321,12 @@ pub(crate) struct UpdateUserIn {
 )]
 pub(crate) async fn update_user(
     state: web::Data<AppState>,
-    user: AuthUser,
+    user: Need<Admin>,
     id: web::Path<String>,
-    bytes: web::Bytes,
+    Json(input): Json<UpdateUserIn>,
 ) -> Result<HttpResponse, ApiError> {
-    admin(&user)?;
-    let input: UpdateUserIn = body(&bytes)?;
-    let u = users::get(&state.pool, &id).await?.ok_or_else(no_user)?;
-    // Everything is checked before anything is written.
-    if input.disabled == Some(true) && u.id == user.id {
-        return Err(ApiError::Conflict {
-            code: "cannot_disable_self",
-            message: "an admin cannot disable their own user (it would lock them out); \
-                      ask another admin or use `wacheck users disable`"
-                .into(),
-        });
-    }
-    let limits = match input.limits {
-        Some(v) => Some(body::<LimitsIn>(v.to_string().as_bytes())?.over(u.limits)?),
-        None => None,
-    };
-    if let Some(limits) = limits {
-        users::set_limits(&state.pool, &u.id, limits).await?;
-    }
-    if let Some(d) = input.disabled {
-        users::set_disabled(&state.pool, &u.id, d).await?;
-    }
+    let limits = input.limits.map(LimitsIn::parse).transpose()?;
+    users::update(&state.pool, &user, &id, input.disabled, limits).await?;
     show_user(state, user, id).await
 }
 
@@ -409,17 +344,11 @@ pub(crate) async fn update_user(
 )]
 pub(crate) async fn list_keys(
     state: web::Data<AppState>,
-    user: AuthUser,
+    user: Need<Admin>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    admin(&user)?;
-    users::get(&state.pool, &id).await?.ok_or_else(no_user)?;
-    let keys: Vec<KeyView> = keys::list(&state.pool, Some(&id))
-        .await?
-        .into_iter()
-        .map(key_view)
-        .collect();
-    Ok(HttpResponse::Ok().json(keys))
+    let keys = users::keys(&state.pool, &user, &id).await?;
+    Ok(HttpResponse::Ok().json(keys.into_iter().map(key_view).collect::<Vec<_>>()))
 }
 
 /// A new key: its scopes (default `check`, `tasks`) and a label.
@@ -457,46 +386,24 @@ pub struct NewKeyView {
 )]
 pub(crate) async fn create_key(
     state: web::Data<AppState>,
-    user: AuthUser,
+    user: Need<Admin>,
     id: web::Path<String>,
     bytes: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    admin(&user)?;
+    // An empty body asks for a key with the default scopes.
     let input: NewKeyIn = if bytes.is_empty() {
         NewKeyIn::default()
     } else {
-        body(&bytes)?
+        crate::json::parse(&bytes)?
     };
-    let owner = users::get(&state.pool, &id).await?.ok_or_else(no_user)?;
-    let scopes: Vec<&str> = match &input.scopes {
-        None => keys::DEFAULT_SCOPES.to_vec(),
-        Some(s) => {
-            if s.is_empty() {
-                return Err(ApiError::bad("invalid_parameter", "a key needs a scope"));
-            }
-            let mut out = Vec::new();
-            for scope in s {
-                let known = keys::SCOPES
-                    .iter()
-                    .find(|k| **k == scope.as_str())
-                    .ok_or_else(|| {
-                        ApiError::bad(
-                            "invalid_parameter",
-                            format!("unknown scope `{scope}`: use check, tasks or admin"),
-                        )
-                    })?;
-                out.push(*known);
-            }
-            out
-        }
-    };
-    if input.name.as_ref().is_some_and(|n| n.chars().count() > 100) {
-        return Err(ApiError::bad(
-            "invalid_parameter",
-            "a key's name is at most 100 characters",
-        ));
-    }
-    let (record, key) = keys::issue(&state.pool, &owner.id, &scopes, input.name.as_deref()).await?;
+    let (record, key) = users::issue_key(
+        &state.pool,
+        &user,
+        &id,
+        input.scopes.as_deref(),
+        input.name.as_deref(),
+    )
+    .await?;
     Ok(HttpResponse::Created().json(NewKeyView {
         key,
         record: key_view(record),
@@ -518,21 +425,9 @@ pub(crate) async fn create_key(
 )]
 pub(crate) async fn revoke_key(
     state: web::Data<AppState>,
-    user: AuthUser,
+    user: Need<Admin>,
     key_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    admin(&user)?;
-    if user.key_id.as_deref() == Some(key_id.as_str()) {
-        return Err(ApiError::Conflict {
-            code: "key_in_use",
-            message: "this request is made with that key: revoke it with another key, \
-                      or with `wacheck keys revoke`"
-                .into(),
-        });
-    }
-    if keys::revoke(&state.pool, &key_id).await? {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(ApiError::NotFound("no such live key".into()))
-    }
+    users::revoke_key(&state.pool, &user, &key_id).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -10,20 +10,21 @@
 
 use std::future::{Ready, ready};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{FromRequest, HttpMessage, HttpRequest, ResponseError, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use anyhow::Context;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use wacheck_store::users::UserLimits;
+use wacheck_app::quota::QuotaReport;
+use wacheck_app::{Caller, Limits, Scope};
+use wacheck_engine::rate::{Gcra, Rates, Verdict};
 
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, Code};
 
 /// How tokens are checked.
 #[derive(Clone, Deserialize, Serialize)]
@@ -240,158 +241,96 @@ fn describe(kind: &ErrorKind) -> String {
     }
 }
 
-/// Service-wide default limits of every user (each user may have their own).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitSettings {
-    /// Requests per minute of one key (or token subject); 0: unlimited.
-    pub requests_per_minute: u32,
-    /// Requests that may come at once.
-    pub request_burst: u32,
-    /// Input rows a user may upload per UTC day; 0: unlimited.
-    pub numbers_per_day: u64,
-    /// Tasks of a user being checked at once; 0: unlimited.
-    pub max_concurrent_tasks: u32,
-}
-
-impl Default for LimitSettings {
-    fn default() -> Self {
-        LimitSettings {
-            requests_per_minute: 6_000,
-            request_burst: 200,
-            numbers_per_day: 0,
-            max_concurrent_tasks: 0,
-        }
-    }
-}
-
-/// A user's limits with the defaults filled in (0: unlimited).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Limits {
-    pub requests_per_minute: u32,
-    pub request_burst: u32,
-    pub numbers_per_day: u64,
-    pub max_concurrent_tasks: u32,
-    pub max_rows: u64,
-}
-
-impl Limits {
-    pub fn of(user: &UserLimits, defaults: &LimitSettings, max_rows: u64) -> Limits {
-        Limits {
-            requests_per_minute: user
-                .requests_per_minute
-                .unwrap_or(defaults.requests_per_minute),
-            request_burst: user.request_burst.unwrap_or(defaults.request_burst).max(1),
-            numbers_per_day: user.numbers_per_day.unwrap_or(defaults.numbers_per_day),
-            max_concurrent_tasks: user
-                .max_concurrent_tasks
-                .unwrap_or(defaults.max_concurrent_tasks),
-            max_rows: user.max_rows.unwrap_or(max_rows).min(max_rows).max(1),
-        }
-    }
-}
-
 /// The caller: the user a request's key or token belongs to, what it may do, and its limits.
 #[derive(Debug, Clone)]
 pub struct AuthUser {
-    pub id: String,
-    pub scopes: Vec<String>,
-    /// The key used (`None` for a token).
-    pub key_id: Option<String>,
-    pub limits: Limits,
-    /// What a handler found of the caller's quotas, for the response headers.
-    pub quota: QuotaReport,
+    pub caller: Caller,
 }
 
-/// The quotas a request touched, as a handler found them; the middleware turns them into
-/// `X-Quota-*` response headers. Shared by the clones of one request's [`AuthUser`].
-#[derive(Debug, Clone, Default)]
-pub struct QuotaReport(Arc<Mutex<QuotaSeen>>);
-
-#[derive(Debug, Clone, Copy, Default)]
-struct QuotaSeen {
-    /// `numbers_per_day` and what today's count is.
-    numbers: Option<(u64, u64)>,
-    /// `max_concurrent_tasks` and how many are being checked.
-    tasks: Option<(u64, u64)>,
+impl std::ops::Deref for AuthUser {
+    type Target = Caller;
+    fn deref(&self) -> &Caller {
+        &self.caller
+    }
 }
 
-impl QuotaReport {
-    /// Today's numbers: the limit (0: none, nothing reported) and the count so far.
-    pub fn numbers(&self, limit: u64, used: u64) {
-        if limit > 0 {
-            self.0.lock().expect("quota report").numbers = Some((limit, used));
-        }
-    }
+/// The scope a [`Need`] extractor asks for.
+pub trait Required {
+    const SCOPE: Scope;
+}
 
-    /// Tasks at once: the limit (0: none, nothing reported) and how many run.
-    pub fn tasks(&self, limit: u64, running: u64) {
-        if limit > 0 {
-            self.0.lock().expect("quota report").tasks = Some((limit, running));
-        }
-    }
+/// The `check` scope: single-number checks.
+pub struct Check;
+/// The `tasks` scope: tasks and the caller's own accounts.
+pub struct Tasks;
+/// The `admin` scope: everything, for every user.
+pub struct Admin;
 
-    fn headers(&self, headers: &mut HeaderMap) {
-        let seen = *self.0.lock().expect("quota report");
-        if let Some((limit, used)) = seen.numbers {
-            set(headers, "x-quota-numbers-limit", limit);
-            set(
-                headers,
-                "x-quota-numbers-remaining",
-                limit.saturating_sub(used),
-            );
-            let tomorrow = (chrono::Utc::now().date_naive() + chrono::Days::new(1))
-                .and_hms_opt(0, 0, 0)
-                .expect("midnight")
-                .and_utc();
-            set(
-                headers,
-                "x-quota-numbers-reset",
-                tomorrow.timestamp().max(0) as u64,
-            );
-        }
-        if let Some((limit, running)) = seen.tasks {
-            set(headers, "x-quota-tasks-limit", limit);
-            set(
-                headers,
-                "x-quota-tasks-remaining",
-                limit.saturating_sub(running),
-            );
-        }
+impl Required for Check {
+    const SCOPE: Scope = Scope::Check;
+}
+impl Required for Tasks {
+    const SCOPE: Scope = Scope::Tasks;
+}
+impl Required for Admin {
+    const SCOPE: Scope = Scope::Admin;
+}
+
+/// A caller who holds the scope `S` (or is an admin): handlers that need a scope take this,
+/// and a caller without it is refused 403 `missing_scope` before the handler runs.
+pub struct Need<S>(pub AuthUser, std::marker::PhantomData<S>);
+
+impl<S> std::ops::Deref for Need<S> {
+    type Target = AuthUser;
+    fn deref(&self) -> &AuthUser {
+        &self.0
+    }
+}
+
+impl<S: Required> FromRequest for Need<S> {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        ready(
+            AuthUser::from_request(req, payload)
+                .into_inner()
+                .and_then(|user| {
+                    user.require(S::SCOPE)?;
+                    Ok(Need(user, std::marker::PhantomData))
+                }),
+        )
+    }
+}
+
+/// `X-Quota-*` headers from what the request's use cases found of the caller's quotas.
+fn quota_headers(report: &QuotaReport, headers: &mut HeaderMap) {
+    let seen = report.seen();
+    if let Some((limit, used)) = seen.numbers {
+        set(headers, "x-quota-numbers-limit", limit);
+        set(
+            headers,
+            "x-quota-numbers-remaining",
+            limit.saturating_sub(used),
+        );
+        let tomorrow = wacheck_core::day::next_utc_midnight(chrono::Utc::now());
+        set(
+            headers,
+            "x-quota-numbers-reset",
+            tomorrow.timestamp().max(0) as u64,
+        );
+    }
+    if let Some((limit, running)) = seen.tasks {
+        set(headers, "x-quota-tasks-limit", limit);
+        set(
+            headers,
+            "x-quota-tasks-remaining",
+            limit.saturating_sub(running),
+        );
     }
 }
 
 impl AuthUser {
-    /// The `user_id` a request names must be the caller (admins may name anyone); anything
-    /// else looks like a missing resource (no existence leak). Returns whose resources to use.
-    pub fn acting_for<'a>(&'a self, user_id: &'a str) -> Result<&'a str, ApiError> {
-        if self.id == user_id || self.is_admin() {
-            Ok(user_id)
-        } else {
-            Err(ApiError::task_not_found())
-        }
-    }
-
-    pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s == scope)
-    }
-
-    pub fn is_admin(&self) -> bool {
-        self.has_scope("admin")
-    }
-
-    /// The key must carry `scope` (admins may do everything).
-    pub fn need(&self, scope: &str) -> Result<(), ApiError> {
-        if self.has_scope(scope) || self.is_admin() {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden {
-                code: "missing_scope",
-                message: format!("this API key lacks the `{scope}` scope"),
-            })
-        }
-    }
-
     /// Who the request rate is counted for.
     fn rate_key(&self) -> String {
         match &self.key_id {
@@ -407,10 +346,10 @@ impl FromRequest for AuthUser {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(req.extensions().get::<AuthUser>().cloned().ok_or_else(|| {
-            ApiError::Unauthorized(
+            ApiError::new(
+                Code::Unauthorized,
                 "missing credentials: send an API key in the X-API-Key header, or \
-                 `Authorization: Bearer <API key or JWT>`"
-                    .into(),
+                 `Authorization: Bearer <API key or JWT>`",
             )
         }))
     }
@@ -429,12 +368,13 @@ fn credentials(headers: &HeaderMap) -> Result<Option<Credentials>, ApiError> {
     let bearer = headers
         .get("authorization")
         .map(|v| v.to_str().map(str::trim));
-    let bad = || ApiError::Unauthorized("credentials must be plain text".into());
+    let bad = || ApiError::new(Code::Unauthorized, "credentials must be plain text");
     if let Some(key) = key {
         let key = key.map_err(|_| bad())?;
         if key.is_empty() {
-            return Err(ApiError::Unauthorized(
-                "the X-API-Key header is empty".into(),
+            return Err(ApiError::new(
+                Code::Unauthorized,
+                "the X-API-Key header is empty",
             ));
         }
         return Ok(Some(Credentials::Key(key)));
@@ -446,13 +386,17 @@ fn credentials(headers: &HeaderMap) -> Result<Option<Credentials>, ApiError> {
     let token = match auth.split_once(' ') {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
         _ => {
-            return Err(ApiError::Unauthorized(
-                "use `Authorization: Bearer <API key or JWT>`".into(),
+            return Err(ApiError::new(
+                Code::Unauthorized,
+                "use `Authorization: Bearer <API key or JWT>`",
             ));
         }
     };
     if token.is_empty() {
-        return Err(ApiError::Unauthorized("the bearer token is empty".into()));
+        return Err(ApiError::new(
+            Code::Unauthorized,
+            "the bearer token is empty",
+        ));
     }
     Ok(Some(
         if token.starts_with(wacheck_store::keys::KEY_PREFIX) {
@@ -469,75 +413,53 @@ async fn authenticate(state: &AppState, creds: Credentials) -> Result<AuthUser, 
         Credentials::Key(key) => {
             match wacheck_store::keys::authenticate(&state.pool, &key).await? {
                 Some(k) => Ok(AuthUser {
-                    limits: Limits::of(&k.limits, &state.limits, max_rows),
-                    id: k.user_id,
-                    scopes: k.scopes,
-                    key_id: Some(k.key_id),
-                    quota: QuotaReport::default(),
+                    caller: Caller {
+                        limits: Limits::of(&k.limits, &state.limits, max_rows),
+                        scopes: Scope::granted(k.scopes.iter().map(String::as_str)),
+                        id: k.user_id,
+                        key_id: Some(k.key_id),
+                        quota: QuotaReport::default(),
+                    },
                 }),
-                None => Err(ApiError::Unauthorized(
-                    "unknown or revoked API key (or its user is disabled)".into(),
+                None => Err(ApiError::new(
+                    Code::Unauthorized,
+                    "unknown or revoked API key (or its user is disabled)",
                 )),
             }
         }
         Credentials::Token(token) => {
-            let claims = state
-                .jwt
-                .verify(&token)
-                .map_err(|why| ApiError::Unauthorized(format!("invalid token: {why}")))?;
+            let claims = state.jwt.verify(&token).map_err(|why| {
+                ApiError::new(Code::Unauthorized, format!("invalid token: {why}"))
+            })?;
             let user = wacheck_store::users::active(&state.pool, &claims.sub)
                 .await?
                 .ok_or_else(|| {
-                    ApiError::Unauthorized(
-                        "invalid token: its user does not exist or is disabled".into(),
+                    ApiError::new(
+                        Code::Unauthorized,
+                        "invalid token: its user does not exist or is disabled",
                     )
                 })?;
-            let scopes: Vec<String> = match &claims.scope {
-                Some(s) => s
-                    .split_whitespace()
-                    .filter(|s| wacheck_store::keys::SCOPES.contains(s))
-                    .map(str::to_owned)
-                    .collect(),
-                None => wacheck_store::keys::DEFAULT_SCOPES
-                    .iter()
-                    .map(|s| (*s).to_owned())
-                    .collect(),
+            let scopes = match &claims.scope {
+                Some(s) => Scope::granted(s.split_whitespace()),
+                None => Scope::DEFAULT.to_vec(),
             };
             Ok(AuthUser {
-                limits: Limits::of(&user.limits, &state.limits, max_rows),
-                id: user.id,
-                scopes,
-                key_id: None,
-                quota: QuotaReport::default(),
+                caller: Caller {
+                    limits: Limits::of(&user.limits, &state.limits, max_rows),
+                    id: user.id,
+                    scopes,
+                    key_id: None,
+                    quota: QuotaReport::default(),
+                },
             })
         }
     }
 }
 
-/// The request rate: a GCRA on the Redis server's clock, shared by every API process.
-/// KEYS[1] the caller's theoretical arrival time (µs). ARGV: emission interval (µs), burst
-/// tolerance (µs). Returns `{allowed, remaining, reset_us, retry_us}`.
-const RATE_LUA: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local new_tat = tat + interval
-local allow_at = new_tat - tolerance
-if allow_at > now then
-  return {0, 0, tat - now, allow_at - now}
-end
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-return {1, math.floor((now + tolerance - new_tat) / interval), new_tat - now, 0}
-";
-
 /// Request rates of callers.
 pub struct RateLimiter {
-    redis: redis::aio::ConnectionManager,
+    rates: Rates,
     prefix: String,
-    script: redis::Script,
 }
 
 /// What the rate limiter said about one request.
@@ -555,9 +477,8 @@ pub struct RateDecision {
 impl RateLimiter {
     pub fn new(redis: redis::aio::ConnectionManager, prefix: &str) -> Self {
         RateLimiter {
-            redis,
+            rates: Rates::new(redis),
             prefix: prefix.to_owned(),
-            script: redis::Script::new(RATE_LUA),
         }
     }
 
@@ -565,37 +486,39 @@ impl RateLimiter {
     /// through: availability before strictness; account budgets stay strict).
     async fn check(&self, user: &AuthUser) -> Option<RateDecision> {
         let per_minute = user.limits.requests_per_minute;
-        if per_minute == 0 {
-            return None;
-        }
-        let interval = 60_000_000 / u64::from(per_minute);
-        let burst = u64::from(user.limits.request_burst.max(1));
-        let mut conn = self.redis.clone();
-        let r: redis::RedisResult<(i64, i64, i64, i64)> = self
-            .script
-            .key(format!("{}:req:{}", self.prefix, user.rate_key()))
-            .arg(interval.max(1))
-            .arg(interval * burst)
-            .invoke_async(&mut conn)
-            .await;
-        match r {
-            Ok((allowed, remaining, reset_us, retry_us)) => {
-                let now = chrono::Utc::now().timestamp().max(0) as u64;
-                Some(RateDecision {
-                    allowed: allowed == 1,
-                    limit: per_minute,
-                    remaining: remaining.max(0) as u64,
-                    reset: now + (reset_us.max(0) as u64).div_ceil(1_000_000),
-                    retry_after: (retry_us.max(0) as u64).div_ceil(1_000_000).max(1),
-                })
-            }
+        let rate = Gcra::per_minute(per_minute, user.limits.request_burst)?;
+        let key = format!("{}:req:{}", self.prefix, user.rate_key());
+        let verdict = match self.rates.book(&key, Some(rate), 1, None).await {
+            Ok(v) => v,
             Err(e) => {
                 tracing::warn!(
                     "request rate unknown (Redis unreachable?), letting it through: {e}"
                 );
-                None
+                return None;
             }
-        }
+        };
+        let now = chrono::Utc::now().timestamp().max(0) as u64;
+        let secs = |d: std::time::Duration| d.as_micros().div_ceil(1_000_000) as u64;
+        Some(match verdict {
+            Verdict::Booked {
+                remaining, reset, ..
+            } => RateDecision {
+                allowed: true,
+                limit: per_minute,
+                remaining,
+                reset: now + secs(reset),
+                retry_after: 1,
+            },
+            Verdict::Wait { wait, reset } => RateDecision {
+                allowed: false,
+                limit: per_minute,
+                remaining: 0,
+                reset: now + secs(reset),
+                retry_after: secs(wait).max(1),
+            },
+            // Without a daily cap, nothing else is answered.
+            Verdict::Capped | Verdict::Unseeded => return None,
+        })
     }
 }
 
@@ -609,80 +532,59 @@ fn rate_headers(headers: &mut HeaderMap, d: &RateDecision) {
     set(headers, "x-ratelimit-reset", d.reset);
 }
 
-/// An error as the route family of `path` shows it (for errors raised outside handlers, such
-/// as a malformed query string).
-pub(crate) fn error_for_path(path: &str, e: ApiError) -> actix_web::Error {
-    let resp = ErrorStyle::of(path).render(&e);
-    actix_web::error::InternalError::from_response(e.to_string(), resp).into()
-}
-
-/// The error shape of a route family: compatible APIs answer in their own.
-#[derive(Debug, Clone, Copy)]
-enum ErrorStyle {
-    Native,
-    /// `{"error": "..."}` under `/api/verify`.
-    Walytic,
-    /// `{"status", "description", "response_time"}` under `/whatsapp`.
-    CommBox,
-}
-
-impl ErrorStyle {
-    fn of(path: &str) -> Self {
-        if path.starts_with("/api/verify/") {
-            ErrorStyle::Walytic
-        } else if path.starts_with("/whatsapp/") {
-            ErrorStyle::CommBox
-        } else {
-            ErrorStyle::Native
-        }
-    }
-
-    fn render(self, e: &ApiError) -> actix_web::HttpResponse {
-        match self {
-            ErrorStyle::Native => e.error_response(),
-            ErrorStyle::Walytic => crate::walytic::error_body(e),
-            ErrorStyle::CommBox => crate::commbox::error_body(e),
-        }
-    }
-}
-
 /// The middleware: authenticates requests that carry credentials, applies the caller's
-/// request rate, and reports it in the response headers.
+/// request rate, and reports it in the response headers. A request without credentials goes
+/// on: the handler's [`AuthUser`] refuses it, and public routes need none.
 pub async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    authenticate_then(req, next, false).await
+}
+
+/// [`guard`] for route families whose clients expect a missing key refused before anything
+/// else about the request is looked at.
+pub async fn guard_required(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    authenticate_then(req, next, true).await
+}
+
+async fn authenticate_then(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+    required: bool,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
-    let style = ErrorStyle::of(req.path());
     let creds = match credentials(req.headers()) {
         Ok(Some(c)) => c,
-        // Compatible APIs answer a missing key in their own shape; elsewhere the handler's
-        // extractor does (and public routes need none).
-        Ok(None) if !matches!(style, ErrorStyle::Native) => {
-            let e = ApiError::Unauthorized("missing credentials: send your API key".into());
-            return Ok(req.into_response(style.render(&e)));
+        Ok(None) if required => {
+            let e = ApiError::new(Code::Unauthorized, "missing credentials: send your API key");
+            return Ok(req.error_response(e));
         }
         Ok(None) => return Ok(next.call(req).await?.map_into_boxed_body()),
-        Err(e) => return Ok(req.into_response(style.render(&e))),
+        Err(e) => return Ok(req.error_response(e)),
     };
     let user = match authenticate(&state, creds).await {
         Ok(u) => u,
-        Err(e) => return Ok(req.into_response(style.render(&e))),
+        Err(e) => return Ok(req.error_response(e)),
     };
     let decision = state.rate.check(&user).await;
     if let Some(d) = decision.filter(|d| !d.allowed) {
-        let mut resp = style.render(&ApiError::TooManyRequests {
-            code: "rate_limited",
-            message: format!(
+        let e = ApiError::new(
+            Code::RateLimited,
+            format!(
                 "more than {} requests a minute for this key; retry in {} s",
                 d.limit, d.retry_after
             ),
-            retry_after: d.retry_after,
-        });
-        rate_headers(resp.headers_mut(), &d);
-        return Ok(req.into_response(resp));
+        )
+        .retry_after(d.retry_after);
+        let mut res = req.error_response(e);
+        rate_headers(res.headers_mut(), &d);
+        return Ok(res);
     }
     let quota = user.quota.clone();
     req.extensions_mut().insert(user);
@@ -690,7 +592,7 @@ pub async fn guard(
     if let Some(d) = decision {
         rate_headers(res.headers_mut(), &d);
     }
-    quota.headers(res.headers_mut());
+    quota_headers(&quota, res.headers_mut());
     Ok(res)
 }
 
@@ -731,8 +633,8 @@ mod tests {
 
     #[test]
     fn user_limits_fall_back_to_the_defaults_and_rows_never_exceed_the_service() {
-        let defaults = LimitSettings::default();
-        let own = UserLimits {
+        let defaults = wacheck_app::LimitSettings::default();
+        let own = wacheck_store::users::UserLimits {
             requests_per_minute: Some(10),
             max_rows: Some(10_000_000),
             ..Default::default()

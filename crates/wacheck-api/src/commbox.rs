@@ -10,15 +10,25 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use wacheck_core::WhatsApp;
 
-use crate::auth::AuthUser;
-use crate::sync::{Route, check_now, named_account, unavailable};
-use crate::{ApiError, AppState};
+use crate::auth::{Check, Need};
+use crate::router::{Router, route};
+use crate::{ApiError, AppState, Code};
+use wacheck_app::checks::{Route, check_now, named_account, unavailable};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/whatsapp/validatecontact/{stream_id}/{phone}",
-        web::get().to(validate_contact),
-    );
+/// Where this family's routes live.
+pub const PREFIX: &str = "/whatsapp";
+
+/// This family's shape of errors, for [`crate::error::render_errors`] on its scope.
+pub struct Shape;
+
+impl crate::error::Shape for Shape {
+    fn render(e: &ApiError) -> HttpResponse {
+        error_body(e)
+    }
+}
+
+pub fn routes(r: &mut Router) {
+    route!(r, validate_contact);
 }
 
 fn now() -> String {
@@ -90,14 +100,20 @@ impl From<ApiError> for CommBoxError {
     }
 }
 
+impl From<wacheck_app::Error> for CommBoxError {
+    fn from(e: wacheck_app::Error) -> Self {
+        CommBoxError::Other(e.into())
+    }
+}
+
 impl From<wacheck_store::StoreError> for CommBoxError {
     fn from(e: wacheck_store::StoreError) -> Self {
         CommBoxError::Other(e.into())
     }
 }
 
-/// The envelope of an error response of any route family: CommBox's statuses are 400, 401,
-/// 404, 429 and 500, so others are shown as the nearest of them.
+/// An error as this API shows it: its statuses are 400, 401, 404, 429 and 500, so others are
+/// shown as the nearest of them.
 pub fn error_body(e: &ApiError) -> HttpResponse {
     let (status, description) = match e.status_code().as_u16() {
         401 => (401, "Unauthorized"),
@@ -113,14 +129,9 @@ pub fn error_body(e: &ApiError) -> HttpResponse {
         }
         _ => (500, "Internal Server Error"),
     };
-    let mut resp = e.error_response();
-    *resp.status_mut() = StatusCode::from_u16(status).expect("a status");
-    let body = json!({"status": status, "description": description, "response_time": now()});
-    resp.headers_mut().insert(
-        actix_web::http::header::CONTENT_TYPE,
-        actix_web::http::header::HeaderValue::from_static("application/json"),
-    );
-    resp.set_body(actix_web::body::BoxBody::new(body.to_string()))
+    let mut resp = e.response_head();
+    resp.status(StatusCode::from_u16(status).expect("a status"));
+    resp.json(json!({"status": status, "description": description, "response_time": now()}))
 }
 
 impl ResponseError for CommBoxError {
@@ -168,16 +179,15 @@ impl ResponseError for CommBoxError {
 )]
 pub(crate) async fn validate_contact(
     state: web::Data<AppState>,
-    user: AuthUser,
+    user: Need<Check>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, CommBoxError> {
-    user.need("check")?;
     let (stream, phone) = path.into_inner();
     let Some(account) = named_account(&state, &user, &stream).await? else {
-        return Err(ApiError::NotFound(format!("no stream `{stream}`")).into());
+        return Err(ApiError::new(Code::NotFound, format!("no stream `{stream}`")).into());
     };
     if let Some(why) = unavailable(&account) {
-        return Err(ApiError::Internal(anyhow::anyhow!("stream `{stream}`: {why}")).into());
+        return Err(ApiError::internal(anyhow::anyhow!("stream `{stream}`: {why}")).into());
     }
     let route = Route {
         source: "commbox",
@@ -201,7 +211,7 @@ pub(crate) async fn validate_contact(
                 .first()
                 .and_then(|c| c.outcome.reason.clone())
                 .unwrap_or_else(|| "no answer".into());
-            return Err(ApiError::Internal(anyhow::anyhow!("no definite answer: {why}")).into());
+            return Err(ApiError::internal(anyhow::anyhow!("no definite answer: {why}")).into());
         }
     };
     Ok(HttpResponse::Ok().json(Validated {

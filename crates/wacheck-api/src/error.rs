@@ -1,129 +1,134 @@
-//! One error shape for every route: `{"code": "...", "message": "..."}` with the right status.
+//! Errors over HTTP. A use case's error (a code of the catalogue, a message) answers with the
+//! catalogue's status; the native routes show it as `{"code": "...", "message": "..."}`, and a
+//! compatible route family shows it in its own shape through [`render_errors`] on its scope.
 
+use std::fmt;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::middleware::Next;
+use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
 use serde::Serialize;
+pub use wacheck_app::{Code, Error as AppError};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// 400: a parameter is missing or wrong, or the file cannot be used.
-    #[error("{message}")]
-    BadRequest { code: &'static str, message: String },
-    /// 401: no key, or a key we do not know.
-    #[error("{0}")]
-    Unauthorized(String),
-    /// 404: no such resource for this caller (also for another user's resources).
-    #[error("{0}")]
-    NotFound(String),
-    /// 403: a download link that expired or was tampered with.
-    #[error("{message}")]
-    Forbidden { code: &'static str, message: String },
-    /// 409: the request does not fit the resource's state (cancelling a finished task).
-    #[error("{message}")]
-    Conflict { code: &'static str, message: String },
-    /// 413: the upload is larger than allowed.
-    #[error("{0}")]
-    PayloadTooLarge(String),
-    /// 429: a rate or quota is used up; try again after `retry_after` seconds.
-    #[error("{message}")]
-    TooManyRequests {
-        code: &'static str,
-        message: String,
-        retry_after: u64,
-    },
-    /// 500: our fault; details are logged, not shown.
-    #[error("internal error")]
-    Internal(#[source] anyhow::Error),
-    /// 503: a dependency (database, queue, storage) is unreachable.
-    #[error("{0}")]
-    Unavailable(String),
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
-    code: &'a str,
-    message: String,
-}
+/// An error as a handler returns it.
+#[derive(Debug)]
+pub struct ApiError(pub AppError);
 
 impl ApiError {
-    pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::BadRequest {
-            code,
-            message: message.into(),
-        }
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        ApiError(AppError::new(code, message))
     }
 
-    pub fn code(&self) -> &'static str {
-        match self {
-            ApiError::BadRequest { code, .. }
-            | ApiError::Forbidden { code, .. }
-            | ApiError::Conflict { code, .. }
-            | ApiError::TooManyRequests { code, .. } => code,
-            ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::PayloadTooLarge(_) => "payload_too_large",
-            ApiError::Internal(_) => "internal_error",
-            ApiError::Unavailable(_) => "unavailable",
-        }
+    /// A fault inside wacheck: logged, never shown.
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        ApiError(AppError::internal(cause))
+    }
+
+    /// Try again after `secs` seconds (`Retry-After`).
+    pub fn retry_after(self, secs: u64) -> Self {
+        ApiError(self.0.retry_after(secs))
+    }
+
+    pub fn code(&self) -> Code {
+        self.0.code()
     }
 
     pub fn task_not_found() -> Self {
-        ApiError::NotFound("no such task for this user".into())
+        ApiError(AppError::task_not_found())
+    }
+
+    /// The answer's status and headers (`WWW-Authenticate`, `Retry-After`), for a body in any
+    /// family's shape.
+    pub fn response_head(&self) -> HttpResponseBuilder {
+        let mut resp = HttpResponse::build(self.status_code());
+        if self.code() == Code::Unauthorized {
+            resp.insert_header(("WWW-Authenticate", "Bearer, ApiKey header=\"X-API-Key\""));
+        }
+        if let Some(secs) = self.0.retry_after_secs() {
+            resp.insert_header(("Retry-After", secs.to_string()));
+        }
+        resp
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        ApiError(e)
     }
 }
 
 impl From<wacheck_store::StoreError> for ApiError {
     fn from(e: wacheck_store::StoreError) -> Self {
-        match e {
-            wacheck_store::StoreError::Db(
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
-            ) => ApiError::Unavailable("the database is unreachable; retry later".into()),
-            // Text Postgres cannot hold (a NUL character, in a parameter or a JSON string).
-            wacheck_store::StoreError::Db(sqlx::Error::Database(e))
-                if matches!(e.code().as_deref(), Some("22021" | "22P05")) =>
-            {
-                ApiError::bad(
-                    "invalid_parameter",
-                    "text with NUL characters (\\u0000) is not accepted",
-                )
-            }
-            other => ApiError::Internal(other.into()),
-        }
+        ApiError(e.into())
     }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: &'a str,
+    message: &'a str,
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
+        StatusCode::from_u16(self.code().status()).expect("catalogued statuses are valid")
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let ApiError::Internal(e) = self {
-            tracing::error!("internal error: {e:#}");
+        if let Some(cause) = self.0.cause() {
+            tracing::error!("internal error: {cause:#}");
         }
-        let mut resp = HttpResponse::build(self.status_code());
-        match self {
-            ApiError::Unauthorized(_) => {
-                resp.insert_header(("WWW-Authenticate", "Bearer, ApiKey header=\"X-API-Key\""));
-            }
-            ApiError::TooManyRequests { retry_after, .. } => {
-                resp.insert_header(("Retry-After", retry_after.to_string()));
-            }
-            _ => {}
-        }
-        resp.json(Body {
-            code: self.code(),
-            message: self.to_string(),
+        self.response_head().json(Body {
+            code: self.code().name(),
+            message: self.0.message(),
         })
     }
+}
+
+/// How a route family shows an error.
+pub trait Shape {
+    fn render(e: &ApiError) -> HttpResponse;
+}
+
+/// Middleware for a family's scope: every [`ApiError`] raised under the scope (by the
+/// authentication guard, an extractor or a handler) is shown in the family's shape `S`,
+/// keeping the headers the first answer had (rate limits, `Retry-After`).
+pub async fn render_errors<S: Shape>(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let render = S::render;
+    let res = match next.call(req).await {
+        Ok(res) => res.map_into_boxed_body(),
+        Err(err) => {
+            return Err(match err.as_error::<ApiError>() {
+                Some(e) => {
+                    actix_web::error::InternalError::from_response(e.to_string(), render(e)).into()
+                }
+                None => err,
+            });
+        }
+    };
+    let Some(e) = res
+        .response()
+        .error()
+        .and_then(|e| e.as_error::<ApiError>())
+    else {
+        return Ok(res);
+    };
+    let mut shown = render(e);
+    for (name, value) in res.headers() {
+        if !shown.headers().contains_key(name) {
+            shown.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    Ok(res.into_response(shown))
 }

@@ -7,25 +7,27 @@ pub mod auth;
 mod commbox;
 mod error;
 mod ingest;
+mod json;
 mod numbers;
 pub mod openapi;
 pub mod qr;
 mod query;
+mod router;
 mod routes;
-mod sync;
 mod walytic;
 
 use std::sync::Arc;
-use std::time::Duration;
+
+use actix_web::middleware::from_fn;
+use actix_web::{HttpResponse, web};
 
 use serde::Deserialize;
-use sqlx::PgPool;
-use wacheck_blob::BlobStore;
-use wacheck_worker::Queue;
+use wacheck_app::Services;
 
-pub use auth::{AuthSettings, JwtVerifier, LimitSettings, RateLimiter};
-pub use error::ApiError;
-pub use routes::configure;
+pub use auth::{AuthSettings, JwtVerifier, RateLimiter};
+pub use error::{ApiError, Code};
+use router::{Router, route};
+pub use wacheck_app::LimitSettings;
 
 /// Limits and behaviour of the API.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -68,30 +70,76 @@ impl Default for ApiSettings {
     }
 }
 
-/// What every handler can reach.
-#[derive(Clone)]
+/// What every handler can reach: the use cases' services, and what only HTTP needs.
 pub struct AppState {
-    pub pool: PgPool,
-    pub queue: Queue,
-    pub blob: Arc<dyn BlobStore>,
+    pub app: Services,
     pub api: ApiSettings,
-    /// Distinct numbers per chunk and chunks queued per task (from the pipeline settings).
-    pub chunk_size: u32,
-    pub window: u32,
-    /// The account pool (health, the simulation flag, and the accounts routes).
-    pub accounts: Arc<wacheck_worker::Pool>,
-    /// Token checks, request rates, and the default limits of users.
+    /// Token checks and request rates.
     pub jwt: Arc<auth::JwtVerifier>,
     pub rate: Arc<auth::RateLimiter>,
-    pub limits: auth::LimitSettings,
-    /// How hard single-number checks try (the pipeline's retry settings and the cache).
-    pub effort: wacheck_worker::check::Effort,
-    /// Turns of `max_concurrent_ingests`.
-    pub ingest_slots: Arc<tokio::sync::Semaphore>,
 }
 
-impl AppState {
-    fn result_url_ttl(&self) -> Duration {
-        Duration::from_secs(self.api.result_url_ttl_secs.max(1))
+impl std::ops::Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.app
     }
+}
+
+/// Every route family, each in a scope of its own: its path prefix, how it authenticates, and
+/// the shape it shows errors in. Unknown paths answer 404 in their family's shape.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope(walytic::PREFIX)
+            .configure(|cfg| {
+                walytic::routes(&mut Router::Serve {
+                    cfg,
+                    prefix: walytic::PREFIX,
+                })
+            })
+            .default_service(web::to(no_such_route))
+            .wrap(from_fn(auth::guard_required))
+            .wrap(from_fn(error::render_errors::<walytic::Shape>)),
+    )
+    .service(
+        web::scope(commbox::PREFIX)
+            .configure(|cfg| {
+                commbox::routes(&mut Router::Serve {
+                    cfg,
+                    prefix: commbox::PREFIX,
+                })
+            })
+            .default_service(web::to(no_such_route))
+            .wrap(from_fn(auth::guard_required))
+            .wrap(from_fn(error::render_errors::<commbox::Shape>)),
+    )
+    .service(
+        web::scope("")
+            .configure(|cfg| native_routes(&mut Router::Serve { cfg, prefix: "" }))
+            .default_service(web::to(no_such_route))
+            .wrap(from_fn(auth::guard)),
+    );
+}
+
+/// The native routes: tasks, accounts, users, single checks and the service itself.
+fn native_routes(r: &mut Router) {
+    routes::routes(r);
+    route!(r, openapi::openapi_json);
+    accounts::routes(r);
+    admin::routes(r);
+    numbers::routes(r);
+}
+
+/// Every route, for the OpenAPI document.
+pub(crate) fn all_routes(r: &mut Router) {
+    native_routes(r);
+    walytic::routes(r);
+    commbox::routes(r);
+}
+
+async fn no_such_route() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        Code::NotFound,
+        "no such route: see docs/api.md",
+    ))
 }

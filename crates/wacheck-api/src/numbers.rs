@@ -3,20 +3,22 @@
 //! caller's history of such checks (`GET /v1/history`).
 
 use actix_web::{HttpResponse, web};
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use wacheck_store::history::{self, Filter};
 
-use crate::auth::AuthUser;
+use crate::auth::{Check, Need};
+use crate::json::rfc3339;
 #[allow(unused_imports)] // named in the OpenAPI annotations
 use crate::openapi::{ErrorBody, Refusals};
-use crate::sync::{Checked, Route, check_now};
-use crate::{ApiError, AppState};
+use crate::router::{Router, route};
+use crate::{ApiError, AppState, Code};
+use wacheck_app::checks::{Checked, Route, check_now};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/numbers:check", web::post().to(check_many))
-        .route("/v1/numbers/{number}", web::get().to(check_one))
-        .route("/v1/history", web::get().to(history_page));
+pub fn routes(r: &mut Router) {
+    route!(r, check_many);
+    route!(r, check_one);
+    route!(r, history_page);
 }
 
 /// One number's answer.
@@ -60,11 +62,7 @@ fn view(c: &Checked) -> NumberView {
         status_update: o.status_update.map(|d| d.format("%Y-%m-%d").to_string()),
         privacy: o.privacy.clone(),
         cached: o.cached,
-        checked_at: valid.then(|| {
-            o.checked_at
-                .unwrap_or_else(Utc::now)
-                .to_rfc3339_opts(SecondsFormat::Millis, true)
-        }),
+        checked_at: valid.then(|| rfc3339(o.checked_at.unwrap_or_else(Utc::now))),
         reason: o.reason.clone(),
     }
 }
@@ -102,11 +100,10 @@ fn route(details: bool) -> Route<'static> {
 )]
 pub(crate) async fn check_one(
     state: web::Data<AppState>,
-    user: AuthUser,
+    user: Need<Check>,
     number: web::Path<String>,
     query: crate::query::Query<CheckQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    user.need("check")?;
     let inputs = [number.into_inner()];
     let region = query.default_region.as_deref().filter(|r| !r.is_empty());
     let checked = check_now(
@@ -119,7 +116,7 @@ pub(crate) async fn check_one(
     .await?;
     let one = checked
         .first()
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a checked number has no answer")))?;
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a checked number has no answer")))?;
     Ok(HttpResponse::Ok().json(view(one)))
 }
 
@@ -158,25 +155,27 @@ pub struct CheckOut {
 )]
 pub(crate) async fn check_many(
     state: web::Data<AppState>,
-    user: AuthUser,
+    user: Need<Check>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    user.need("check")?;
     let input: CheckIn = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad(
-            "invalid_body",
+        ApiError::new(
+            Code::InvalidBody,
             format!("send {{\"numbers\": [\"+41…\", …]}}: {e}"),
         )
     })?;
     let max = state.api.check_max_numbers;
     if input.numbers.is_empty() {
-        return Err(ApiError::bad("missing_parameter", "`numbers` is empty"));
+        return Err(ApiError::new(Code::MissingParameter, "`numbers` is empty"));
     }
     if input.numbers.len() > max {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "at most {max} numbers per request; upload a file to the task API \
+        return Err(ApiError::new(
+            Code::PayloadTooLarge,
+            format!(
+                "at most {max} numbers per request; upload a file to the task API \
              (POST /wa/api/simple/tasks) for more"
-        )));
+            ),
+        ));
     }
     let region = input.default_region.as_deref().filter(|r| !r.is_empty());
     let checked = check_now(&state, &user, &input.numbers, region, route(input.details)).await?;
@@ -217,8 +216,8 @@ pub(crate) fn paging(limit: Option<i64>, page: Option<i64>) -> Result<(i64, i64)
     let limit = limit.unwrap_or(100);
     let page = page.unwrap_or(1);
     if !(1..=1000).contains(&limit) || page < 1 {
-        return Err(ApiError::bad(
-            "invalid_parameter",
+        return Err(ApiError::new(
+            Code::InvalidParameter,
             "limit is 1 to 1000 and page starts at 1",
         ));
     }
@@ -240,15 +239,14 @@ pub(crate) fn paging(limit: Option<i64>, page: Option<i64>) -> Result<(i64, i64)
 )]
 pub(crate) async fn history_page(
     state: web::Data<AppState>,
-    user: AuthUser,
+    user: Need<Check>,
     query: crate::query::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    user.need("check")?;
     let (limit, offset) = paging(query.limit, query.page)?;
     let source = query.source.as_deref().filter(|s| !s.is_empty());
     if let Some(s) = source.filter(|s| !["api", "walytic", "commbox"].contains(s)) {
-        return Err(ApiError::bad(
-            "invalid_parameter",
+        return Err(ApiError::new(
+            Code::InvalidParameter,
             format!("source is api, walytic or commbox, not `{s}`"),
         ));
     }
@@ -268,7 +266,7 @@ pub(crate) async fn history_page(
             e164: e.e164,
             whatsapp: e.outcome,
             cached: e.cached,
-            checked_at: e.created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            checked_at: rfc3339(e.created_at),
         })
         .collect();
     Ok(HttpResponse::Ok()

@@ -8,7 +8,7 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest};
 use serde::de::DeserializeOwned;
 
-use crate::ApiError;
+use crate::{ApiError, Code};
 
 /// Query parameters deserialised into `T`.
 #[derive(Debug)]
@@ -22,13 +22,15 @@ impl<T> std::ops::Deref for Query<T> {
 }
 
 impl<T: DeserializeOwned> FromRequest for Query<T> {
-    type Error = actix_web::Error;
-    type Future = Ready<Result<Self, actix_web::Error>>;
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(parse(req.query_string()).map(Query).map_err(|message| {
-            crate::auth::error_for_path(req.path(), ApiError::bad("invalid_parameter", message))
-        }))
+        ready(
+            parse(req.query_string())
+                .map(Query)
+                .map_err(|message| ApiError::new(Code::InvalidParameter, message)),
+        )
     }
 }
 

@@ -13,22 +13,29 @@ use wacheck_core::WhatsApp;
 use wacheck_core::input::{self, InputError};
 use wacheck_store::history::{self, Entry, Filter};
 
-use crate::auth::AuthUser;
-use crate::sync::{Route, check_now, named_account, unavailable};
-use crate::{ApiError, AppState};
+use crate::auth::{AuthUser, Check, Need};
+use crate::router::{Router, route};
+use crate::{ApiError, AppState, Code};
+use wacheck_app::checks::{Route, check_now, named_account, unavailable};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/verify/history", web::get().to(history_page))
-        .route("/api/verify/export", web::get().to(export))
-        .route("/api/verify/clear", web::delete().to(clear))
-        .route(
-            "/api/verify/{session_id}/verify-single",
-            web::post().to(verify_single),
-        )
-        .route(
-            "/api/verify/{session_id}/bulk-verify",
-            web::post().to(bulk_verify),
-        );
+/// Where this family's routes live.
+pub const PREFIX: &str = "/api/verify";
+
+/// This family's shape of errors, for [`crate::error::render_errors`] on its scope.
+pub struct Shape;
+
+impl crate::error::Shape for Shape {
+    fn render(e: &ApiError) -> HttpResponse {
+        error_body(e)
+    }
+}
+
+pub fn routes(r: &mut Router) {
+    route!(r, history_page);
+    route!(r, export);
+    route!(r, clear);
+    route!(r, verify_single);
+    route!(r, bulk_verify);
 }
 
 /// The body of this API's errors.
@@ -104,26 +111,26 @@ impl From<ApiError> for WalyticError {
     }
 }
 
+impl From<wacheck_app::Error> for WalyticError {
+    fn from(e: wacheck_app::Error) -> Self {
+        WalyticError(e.into())
+    }
+}
+
 impl From<wacheck_store::StoreError> for WalyticError {
     fn from(e: wacheck_store::StoreError) -> Self {
         WalyticError(e.into())
     }
 }
 
-/// `{"error": ...}` for an error response of any route family.
+/// An error as this API shows it: `{"error": ...}`.
 pub fn error_body(e: &ApiError) -> HttpResponse {
-    let mut resp = e.error_response();
-    let message = match e {
-        ApiError::Internal(_) => "Internal server error".to_owned(),
-        other => other.to_string(),
+    let message = match e.code() {
+        Code::InternalError => "Internal server error".to_owned(),
+        _ => e.to_string(),
     };
-    let body =
-        serde_json::to_vec(&serde_json::json!({ "error": message })).expect("an error serialises");
-    resp.headers_mut().insert(
-        actix_web::http::header::CONTENT_TYPE,
-        actix_web::http::header::HeaderValue::from_static("application/json"),
-    );
-    resp.set_body(actix_web::body::BoxBody::new(body))
+    e.response_head()
+        .json(serde_json::json!({ "error": message }))
 }
 
 impl ResponseError for WalyticError {
@@ -139,7 +146,7 @@ impl ResponseError for WalyticError {
 type Out = Result<HttpResponse, WalyticError>;
 
 fn bad(message: &str) -> WalyticError {
-    WalyticError(ApiError::bad("invalid_parameter", message))
+    WalyticError(ApiError::new(Code::InvalidParameter, message))
 }
 
 /// `Valid`, `Invalid` or `Error`, as that API says.
@@ -162,15 +169,16 @@ async fn session_account(
     session: &str,
 ) -> Result<String, WalyticError> {
     let Some(account) = named_account(state, user, session).await? else {
-        return Err(WalyticError(ApiError::NotFound(format!(
-            "Session {session} not found"
-        ))));
+        return Err(WalyticError(ApiError::new(
+            Code::NotFound,
+            format!("Session {session} not found"),
+        )));
     };
     if let Some(why) = unavailable(&account) {
-        return Err(WalyticError(ApiError::Conflict {
-            code: "session_not_connected",
-            message: format!("Session {session} is not connected: {why}"),
-        }));
+        return Err(WalyticError(ApiError::new(
+            Code::SessionNotConnected,
+            format!("Session {session} is not connected: {why}"),
+        )));
     }
     Ok(account.id)
 }
@@ -200,18 +208,17 @@ pub struct Verified {
 /// `POST /api/verify/{sessionId}/verify-single` with `{"number": "919812345678"}`.
 pub(crate) async fn verify_single(
     state: web::Data<AppState>,
-    user: AuthUser,
+    user: Need<Check>,
     session: web::Path<String>,
     body: web::Bytes,
 ) -> Out {
-    user.need("check")?;
     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let number = match &json["number"] {
         Value::String(s) if !s.trim().is_empty() => s.trim().to_owned(),
         Value::Number(n) => n.to_string(),
         _ => {
-            return Err(WalyticError(ApiError::bad(
-                "missing_parameter",
+            return Err(WalyticError(ApiError::new(
+                Code::MissingParameter,
                 "Number is required",
             )));
         }
@@ -257,12 +264,11 @@ pub struct BulkOut {
 /// `POST /api/verify/{sessionId}/bulk-verify` with a multipart `file` (.csv or .xlsx).
 pub(crate) async fn bulk_verify(
     state: web::Data<AppState>,
-    user: AuthUser,
+    user: Need<Check>,
     session: web::Path<String>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Out {
-    user.need("check")?;
     let content_type = req
         .headers()
         .get("content-type")
@@ -280,15 +286,15 @@ pub(crate) async fn bulk_verify(
     let form = Multipart::new(req.headers(), payload);
     let upload = crate::ingest::read_form(form, state.api.max_upload_bytes).await?;
     let Some(file) = upload.file else {
-        return Err(WalyticError(ApiError::bad(
-            "missing_file",
+        return Err(WalyticError(ApiError::new(
+            Code::MissingFile,
             "A file is required",
         )));
     };
     let max = state.api.bulk_max_rows;
     let name = upload.file_name.clone();
     let rows = tokio::task::spawn_blocking(move || -> Result<Vec<String>, InputError> {
-        let Some(format) = crate::ingest::sniff(&file, name.as_deref())? else {
+        let Some(format) = wacheck_app::ingest::sniff(&file, name.as_deref())? else {
             return Ok(Vec::new());
         };
         let mut rows = Vec::new();
@@ -299,18 +305,21 @@ pub(crate) async fn bulk_verify(
         Ok(rows)
     })
     .await
-    .map_err(|e| ApiError::Internal(e.into()))?
+    .map_err(ApiError::internal)?
     .map_err(|e| match e {
-        InputError::TooManyRows(n) => ApiError::PayloadTooLarge(format!(
-            "The file has more than {n} numbers: check it with the task API \
+        InputError::TooManyRows(n) => ApiError::new(
+            Code::PayloadTooLarge,
+            format!(
+                "The file has more than {n} numbers: check it with the task API \
              (POST /wa/api/simple/tasks), which takes up to {} rows and answers with a result file",
-            state.api.max_rows
-        )),
-        other => crate::ingest::input_error(other),
+                state.api.max_rows
+            ),
+        ),
+        other => wacheck_app::ingest::input_error(other).into(),
     })?;
     if rows.is_empty() {
-        return Err(WalyticError(ApiError::bad(
-            "no_numbers",
+        return Err(WalyticError(ApiError::new(
+            Code::NoNumbers,
             "The file holds no numbers",
         )));
     }
@@ -392,10 +401,9 @@ fn filter<'a>(user: &'a AuthUser, q: &'a HistoryQuery) -> Filter<'a> {
 /// `GET /api/verify/history?session=…`: the caller's records, newest first.
 pub(crate) async fn history_page(
     state: web::Data<AppState>,
-    user: AuthUser,
+    user: Need<Check>,
     query: crate::query::Query<HistoryQuery>,
 ) -> Out {
-    user.need("check")?;
     let (limit, offset) = crate::numbers::paging(query.limit, query.page)?;
     let (entries, total) = history::page(&state.pool, filter(&user, &query), limit, offset).await?;
     let records: Vec<Record> = entries.into_iter().map(record).collect();
@@ -422,10 +430,9 @@ const EXPORT_MAX: i64 = 1_000_000;
 /// `GET /api/verify/export?session=…&format=csv|xlsx`: the caller's records as a file.
 pub(crate) async fn export(
     state: web::Data<AppState>,
-    user: AuthUser,
+    user: Need<Check>,
     query: crate::query::Query<HistoryQuery>,
 ) -> Out {
-    user.need("check")?;
     let xlsx = match query
         .format
         .as_deref()
@@ -488,8 +495,8 @@ pub(crate) async fn export(
         }
     })
     .await
-    .map_err(|e| ApiError::Internal(e.into()))?
-    .map_err(ApiError::Internal)?;
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok()
         .content_type(kind)
         .insert_header((
@@ -522,10 +529,9 @@ pub struct Cleared {
 /// `DELETE /api/verify/clear?session=…`: deletes the caller's records (of one session).
 pub(crate) async fn clear(
     state: web::Data<AppState>,
-    user: AuthUser,
+    user: Need<Check>,
     query: crate::query::Query<HistoryQuery>,
 ) -> Out {
-    user.need("check")?;
     let deleted = history::clear(&state.pool, filter(&user, &query)).await?;
     let message = match query.session.as_deref().filter(|s| !s.is_empty()) {
         Some(s) => format!("Cleared history for session {s}"),

@@ -3,6 +3,7 @@
 //! HTTP or storage code lives here.
 
 pub mod account;
+pub mod day;
 pub mod dedupe;
 pub mod input;
 pub mod number;

@@ -104,7 +104,7 @@ pub async fn lookup(pool: &PgPool, numbers: &[E164], how: Lookup) -> Result<Vec<
     Ok(out)
 }
 
-/// The cache upsert over the answers of a `v` CTE (`chunks::answers_cte`): fresh definite
+/// The cache upsert over the answers of a `v` CTE (`answers::answers_cte`): fresh definite
 /// answers of shared accounts go in (a user's own account could answer anything, so its
 /// answers never serve anyone else), details are kept while the answer stays the same, and a
 /// simulated answer never replaces a real one.
@@ -146,9 +146,9 @@ pub async fn remember(pool: &PgPool, answers: &[(E164, Outcome)]) -> Result<()> 
         return Ok(());
     }
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!("WITH {} {}", crate::chunks::answers_cte(1), UPSERT_FROM_V)
+        format!("WITH {} {}", crate::answers::answers_cte(1), UPSERT_FROM_V)
     });
-    let columns = crate::chunks::AnswerColumns::of(answers);
+    let columns = crate::answers::AnswerColumns::of(answers);
     columns
         .bind(sqlx::query(sqlx::AssertSqlSafe(SQL.as_str())))
         .execute(pool)

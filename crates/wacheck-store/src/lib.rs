@@ -5,6 +5,7 @@
 //! changes nothing.
 
 pub mod accounts;
+mod answers;
 pub mod cache;
 pub mod chunks;
 pub mod history;
@@ -26,9 +27,7 @@ where
     let mut attempt = 0u64;
     loop {
         match f().await {
-            Err(StoreError::Db(sqlx::Error::Database(e)))
-                if e.code().as_deref() == Some("40P01") && attempt < 5 =>
-            {
+            Err(StoreError::Db(e)) if e.sqlstate().as_deref() == Some("40P01") && attempt < 5 => {
                 attempt += 1;
                 tracing::debug!(attempt, "deadlock, trying again");
                 tokio::time::sleep(std::time::Duration::from_millis(10 * attempt)).await;
@@ -41,12 +40,48 @@ where
 /// The schema, from `migrations/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
+/// What went wrong in the store, sorted here so that callers never look at database codes.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database cannot be reached (refused or lost connections, no connection free).
+    #[error("the database is unreachable: {0}")]
+    Unavailable(DbError),
+    /// Text Postgres cannot hold: a NUL character, in a parameter or a JSON string.
+    #[error("text the database cannot hold: {0}")]
+    UnsupportedText(DbError),
     #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(DbError),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+}
+
+/// A database error, opaque: its meaning is the [`StoreError`] variant that holds it.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct DbError(sqlx::Error);
+
+impl DbError {
+    /// The SQLSTATE of an error the server answered.
+    fn sqlstate(&self) -> Option<String> {
+        match &self.0 {
+            sqlx::Error::Database(e) => e.code().map(|c| c.into_owned()),
+            _ => None,
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        let e = DbError(e);
+        match (&e.0, e.sqlstate().as_deref()) {
+            (sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed, _) => {
+                StoreError::Unavailable(e)
+            }
+            // character_not_in_repertoire, untranslatable_character
+            (_, Some("22021" | "22P05")) => StoreError::UnsupportedText(e),
+            _ => StoreError::Db(e),
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -58,7 +93,7 @@ pub async fn open(url: &str, max: u32) -> Result<PgPool> {
     MIGRATOR
         .run(&pool)
         .await
-        .map_err(|e| StoreError::Db(e.into()))?;
+        .map_err(|e| StoreError::from(sqlx::Error::from(e)))?;
     Ok(pool)
 }
 

@@ -376,7 +376,7 @@ impl Quota {
 
 impl<E> From<sqlx::Error> for IngestError<E> {
     fn from(e: sqlx::Error) -> Self {
-        IngestError::Store(StoreError::Db(e))
+        IngestError::Store(e.into())
     }
 }
 

@@ -18,7 +18,8 @@ use wacheck_core::{Normalizer, ResultFormat, TaskId, TaskKind, TaskStatus};
 use wacheck_store::chunks::{self, ResultRow};
 use wacheck_store::tasks::{self, ResultColumns, TaskRecord};
 
-use crate::pipeline::Pipeline;
+use sqlx::PgPool;
+use wacheck_blob::BlobStore;
 
 /// Data rows per xlsx sheet (the format's 1,048,576 rows, less the header).
 pub const XLSX_ROWS_PER_SHEET: u32 = 1_048_575;
@@ -470,7 +471,7 @@ pub fn download_name(record: &TaskRecord) -> String {
 /// them from. A full file whose upload is gone (a task from before uploads were kept) has the
 /// reason column and no input columns.
 async fn shape_of(
-    p: &Pipeline,
+    blob: &dyn BlobStore,
     record: &TaskRecord,
     dir: &Path,
 ) -> anyhow::Result<(Shape, Option<InputFeed>)> {
@@ -484,7 +485,7 @@ async fn shape_of(
         return Ok((shape, None));
     };
     let path = dir.join("input");
-    match p.blob.get_file(key, &path).await {
+    match blob.get_file(key, &path).await {
         Ok(()) => {}
         Err(wacheck_blob::BlobError::NotFound(_)) => {
             tracing::warn!(
@@ -515,8 +516,8 @@ async fn shape_of(
 
 /// Builds the result file of a completed task, stores it, and marks the task exported.
 /// Running it twice writes the same object again and changes nothing else.
-pub async fn export_task(p: &Pipeline, task: TaskId) -> anyhow::Result<()> {
-    let Some(record) = tasks::get(&p.pool, task).await? else {
+pub async fn export_task(db: &PgPool, blob: &dyn BlobStore, task: TaskId) -> anyhow::Result<()> {
+    let Some(record) = tasks::get(db, task).await? else {
         return Ok(());
     };
     // A completed task, or a cancelled one whose user asked for what was checked.
@@ -531,7 +532,7 @@ pub async fn export_task(p: &Pipeline, task: TaskId) -> anyhow::Result<()> {
     // A worker may still be storing a batch of a just-cancelled task: wait for it (the export
     // is retried), so that the file agrees with the counters.
     if record.status == TaskStatus::Cancelled
-        && wacheck_store::lifecycle::has_live_lease(&p.pool, task).await?
+        && wacheck_store::lifecycle::has_live_lease(db, task).await?
     {
         anyhow::bail!("a worker is still storing answers of this cancelled task");
     }
@@ -542,11 +543,11 @@ pub async fn export_task(p: &Pipeline, task: TaskId) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel::<Vec<ResultRow>>(4);
     let writer_path = path.clone();
     let format = record.result_format;
-    let (shape, input) = shape_of(p, &record, dir.path()).await?;
+    let (shape, input) = shape_of(blob, &record, dir.path()).await?;
     let writer =
         tokio::task::spawn_blocking(move || write_file(&writer_path, format, shape, rx, input));
 
-    let mut rows = chunks::result_rows(&p.pool, task);
+    let mut rows = chunks::result_rows(db, task);
     let mut streamed = Ok(());
     while let Some(batch) = rows.next().await {
         match batch {
@@ -571,16 +572,13 @@ pub async fn export_task(p: &Pipeline, task: TaskId) -> anyhow::Result<()> {
         record.total
     );
     let key = result_key(task, record.result_format);
-    p.blob
-        .put_file(&key, &path, record.result_format.content_type())
+    blob.put_file(&key, &path, record.result_format.content_type())
         .await
         .context("storing the result file")?;
-    if !chunks::mark_exported(&p.pool, task, &key).await?
-        && tasks::get(&p.pool, task).await?.is_none()
-    {
+    if !chunks::mark_exported(db, task, &key).await? && tasks::get(db, task).await?.is_none() {
         // The task was deleted meanwhile (retention): leave no file behind. (When another
         // export of it won the race, the file is that export's and stays.)
-        p.blob.delete(&key).await?;
+        blob.delete(&key).await?;
         return Ok(());
     }
     tracing::info!(rows = written, key, "exported");

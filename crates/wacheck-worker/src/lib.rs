@@ -1,15 +1,12 @@
-//! The worker side of the pipeline: the job queue (apalis on Redis), the account pool with
-//! its cluster-wide budgets, checking through it (cache, batches, retries), result export, and
-//! the reconciler that makes Redis disposable.
+//! The job runtime: the queue (apalis on Redis), the job handlers that check a task's chunks
+//! through the engine and export its result file, and the background loops that keep Redis in
+//! step with Postgres.
 
-pub mod check;
 pub mod export;
-pub mod native;
 pub mod pipeline;
-pub mod pool;
 pub mod queue;
+pub mod runtime;
 
-pub use check::CacheSettings;
-pub use pipeline::{Pipeline, PipelineSettings, WorkerHandle, spawn_worker};
-pub use pool::{Pool, PoolSettings, RateConfig};
+pub use pipeline::{Pipeline, PipelineSettings};
 pub use queue::{Job, Queue};
+pub use runtime::{WorkerHandle, spawn_worker};

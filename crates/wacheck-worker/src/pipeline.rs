@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use apalis::prelude::{BackendExt, BoxDynError, Data, WorkerBuilder, WorkerBuilderExt};
+use apalis::prelude::{BoxDynError, Data};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -12,12 +12,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 use wacheck_blob::BlobStore;
 use wacheck_core::{E164, Outcome, TaskId, TaskKind};
+use wacheck_engine::check::{CacheSettings, Checker, Effort, Finished, Request, Sink};
+use wacheck_engine::native::NativeHost;
+use wacheck_engine::pool::Pool;
 use wacheck_store::accounts::Spent;
 use wacheck_store::{accounts, chunks, lifecycle};
 
-use crate::check::{CacheSettings, Checker, Effort, Finished, Request, Sink};
-use crate::native::NativeHost;
-use crate::pool::Pool;
 use crate::queue::{Job, Queue};
 
 /// Tuning of the pipeline; every field has a default that suits one machine.
@@ -63,6 +63,21 @@ pub struct PipelineSettings {
     pub retention_days: u32,
     /// Period of the retention sweep, in seconds.
     pub purge_interval_secs: u64,
+}
+
+impl PipelineSettings {
+    /// How hard the checker tries under these settings, with the cache; no deadline.
+    pub fn effort(&self, cache: &CacheSettings, handoff: Duration) -> Effort {
+        Effort {
+            max_attempts: self.max_attempts.max(1),
+            retry_base: Duration::from_millis(self.retry_base_ms),
+            retry_max: Duration::from_millis(self.retry_max_ms),
+            call_timeout: Duration::from_millis(self.call_timeout_ms.max(1)),
+            handoff,
+            deadline: None,
+            cache: cache.clone(),
+        }
+    }
 }
 
 impl Default for PipelineSettings {
@@ -175,9 +190,9 @@ pub struct Pipeline {
     /// Native sessions run by this process.
     pub natives: Arc<NativeHost>,
     /// Running jobs (shutdown waits for them).
-    jobs: TaskTracker,
+    pub(crate) jobs: TaskTracker,
     /// Raised when the grace period is over: running jobs give their chunks back and return.
-    abort: watch::Sender<bool>,
+    pub(crate) abort: watch::Sender<bool>,
     watched: Arc<Watched>,
 }
 
@@ -217,7 +232,7 @@ impl Pipeline {
             }
             Job::Export { task } => {
                 let mut abort = self.abort.subscribe();
-                let export = crate::export::export_task(self, *task)
+                let export = crate::export::export_task(&self.pool, self.blob.as_ref(), *task)
                     .instrument(info_span!("export", task = %task));
                 let result = tokio::select! {
                     r = export => r,
@@ -336,7 +351,7 @@ impl Pipeline {
     /// How hard checks try, from the settings.
     fn effort(&self) -> Effort {
         let handoff = Duration::from_secs(self.accounts.settings.handoff_secs);
-        Effort::new(&self.settings, &self.cache, handoff)
+        self.settings.effort(&self.cache, handoff)
     }
 
     /// One reconciler pass: give up chunks nobody could finish, re-push lost work, keep
@@ -395,7 +410,7 @@ impl Pipeline {
     }
 
     /// Raises the cancel flag of tasks this process checks that were cancelled meanwhile.
-    async fn poll_cancellations(&self) -> anyhow::Result<()> {
+    pub(crate) async fn poll_cancellations(&self) -> anyhow::Result<()> {
         let tasks = self.watched.tasks();
         if !tasks.is_empty() {
             let stopped = lifecycle::stopped_among(&self.pool, &tasks).await?;
@@ -443,7 +458,7 @@ impl Sink for TaskSink<'_> {
     }
 }
 
-async fn handle(job: Job, pipeline: Data<Arc<Pipeline>>) -> Result<(), BoxDynError> {
+pub(crate) async fn handle(job: Job, pipeline: Data<Arc<Pipeline>>) -> Result<(), BoxDynError> {
     // Each job on its own tokio task, so jobs of one worker use every core.
     let pipeline = Arc::clone(&pipeline);
     let jobs = pipeline.jobs.clone();
@@ -451,177 +466,10 @@ async fn handle(job: Job, pipeline: Data<Arc<Pipeline>>) -> Result<(), BoxDynErr
     Ok(())
 }
 
-/// A running worker: the apalis worker plus the reconciler, housekeeping, cancellation and
-/// retention loops.
-pub struct WorkerHandle {
-    stop: watch::Sender<bool>,
-    /// Stops the cancel poller, which keeps running while jobs finish in the grace period.
-    stop_late: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    pipeline: Arc<Pipeline>,
-    grace: Duration,
-}
-
-impl WorkerHandle {
-    /// Stops fetching and lets running jobs finish within the grace period; jobs still running
-    /// then give their chunks back (any worker may take them at once) and stop.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let jobs = &self.pipeline.jobs;
-        jobs.close();
-        if tokio::time::timeout(self.grace, jobs.wait()).await.is_err() {
-            warn!(
-                running = jobs.len(),
-                "grace period over: running jobs give their work back"
-            );
-            let _ = self.pipeline.abort.send(true);
-            let _ = tokio::time::timeout(Duration::from_secs(10), jobs.wait()).await;
-        }
-        let _ = self.stop_late.send(true);
-        self.pipeline.natives.stop_all().await;
-        for t in self.tasks {
-            let abort = t.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), t)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
-        }
-    }
-}
-
-async fn stopped_signal(rx: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped_signal(rx: &mut watch::Receiver<bool>) {
     while !*rx.borrow_and_update() {
         if rx.changed().await.is_err() {
             return;
         }
-    }
-}
-
-/// Runs `pass` every `period` until the stop signal; a failed pass is logged and the next one
-/// comes at its time.
-fn periodic<F, Fut>(
-    pipeline: &Arc<Pipeline>,
-    stopped: &watch::Receiver<bool>,
-    period: Duration,
-    what: &'static str,
-    pass: F,
-) -> tokio::task::JoinHandle<()>
-where
-    F: Fn(Arc<Pipeline>) -> Fut + Send + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send,
-{
-    let p = pipeline.clone();
-    let mut rx = stopped.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stopped_signal(&mut rx) => return,
-            }
-            if let Err(e) = pass(p.clone()).await {
-                warn!("{what} failed: {e:#}");
-            }
-        }
-    })
-}
-
-pub fn spawn_worker(pipeline: Arc<Pipeline>) -> WorkerHandle {
-    let (stop, stopped) = watch::channel(false);
-    let (stop_late, stopped_late) = watch::channel(false);
-    let settings = pipeline.settings.clone();
-    let poll = Duration::from_millis(settings.poll_ms.max(10));
-
-    // The job worker, restarted under a fresh name whenever it dies (a Redis flush or restart
-    // unregisters it; apalis stops a worker on any queue error).
-    let p = pipeline.clone();
-    let mut rx = stopped.clone();
-    let apalis = tokio::spawn(async move {
-        for generation in 0u64.. {
-            let name = format!("{}-{generation}", p.owner);
-            let worker = WorkerBuilder::new(name)
-                .backend(p.queue.storage().poll_with_interval(poll))
-                .data(p.clone())
-                .concurrency(p.settings.concurrency.max(1))
-                .build(handle);
-            let mut signal_rx = rx.clone();
-            let signal = async move {
-                stopped_signal(&mut signal_rx).await;
-                Ok::<(), std::io::Error>(())
-            };
-            let result = worker.run_until(signal).await;
-            if *rx.borrow_and_update() {
-                return;
-            }
-            warn!("job worker stopped ({result:?}); starting a new one");
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stopped_signal(&mut rx) => return,
-            }
-        }
-    });
-
-    let ms = Duration::from_millis;
-    let reconciler = periodic(
-        &pipeline,
-        &stopped,
-        ms(settings.reconcile_ms.max(100)),
-        "reconciler pass",
-        |p| async move { p.reconcile().await },
-    );
-    let cancels = periodic(
-        &pipeline,
-        &stopped_late,
-        ms(settings.cancel_poll_ms.max(10)),
-        "looking for cancelled tasks",
-        |p| async move { p.poll_cancellations().await },
-    );
-    let prober = periodic(
-        &pipeline,
-        &stopped,
-        Duration::from_secs(pipeline.accounts.settings.probe_secs.max(1)),
-        "probing accounts out of rotation",
-        |p| async move { p.accounts.probe().await },
-    );
-    let natives = periodic(
-        &pipeline,
-        &stopped,
-        Duration::from_millis(pipeline.accounts.settings.refresh_ms.max(100)),
-        "running native sessions",
-        |p| async move { p.natives.tick().await },
-    );
-    let retention = periodic(
-        &pipeline,
-        &stopped,
-        Duration::from_secs(settings.purge_interval_secs.max(1)),
-        "retention sweep",
-        |p| async move { p.purge_expired().await.map(drop) },
-    );
-    let promoter = periodic(
-        &pipeline,
-        &stopped,
-        poll,
-        "promoting due jobs",
-        |p| async move { p.queue.promote_due().await.map(drop) },
-    );
-    let cleaner = periodic(
-        &pipeline,
-        &stopped,
-        poll * 25,
-        "cleaning finished jobs",
-        |p| async move { p.queue.clean_finished().await.map(drop) },
-    );
-
-    WorkerHandle {
-        stop,
-        stop_late,
-        tasks: vec![
-            apalis, reconciler, cancels, prober, natives, retention, promoter, cleaner,
-        ],
-        pipeline,
-        grace: Duration::from_secs(settings.shutdown_grace_secs),
     }
 }

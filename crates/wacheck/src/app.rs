@@ -8,9 +8,11 @@ use actix_web::{App as HttpApp, HttpServer, web};
 use anyhow::Context;
 use secrecy::SecretString;
 use wacheck_api::{AppState, JwtVerifier, RateLimiter};
+use wacheck_app::{CheckSettings, Services, TaskSettings};
 use wacheck_blob::{BlobStore, LocalStore, S3Store};
-use wacheck_worker::pool::{builtin_account, spawn_refresher};
-use wacheck_worker::{Pipeline, Pool, Queue, WorkerHandle, spawn_worker};
+use wacheck_engine::Pool;
+use wacheck_engine::pool::{builtin_account, spawn_refresher};
+use wacheck_worker::{Pipeline, Queue, WorkerHandle, spawn_worker};
 
 use crate::config::Config;
 
@@ -148,32 +150,40 @@ impl App {
         let mut server = None;
         if let Some(listener) = listener {
             let state = AppState {
-                pool: pool.clone(),
-                queue: queue.clone(),
-                blob: blob.clone(),
+                app: Services {
+                    pool: pool.clone(),
+                    queue: queue.clone(),
+                    blob: blob.clone(),
+                    accounts: accounts.clone(),
+                    tasks: TaskSettings {
+                        chunk_size: config.pipeline.chunk_size.max(1),
+                        window: config.pipeline.window.max(1),
+                        max_rows: config.api.max_rows,
+                        dedupe_run: config.api.dedupe_run,
+                        result_url_ttl: Duration::from_secs(config.api.result_url_ttl_secs.max(1)),
+                    },
+                    checks: CheckSettings {
+                        effort: config.pipeline.effort(
+                            &config.cache,
+                            Duration::from_millis(config.api.check_max_wait_ms),
+                        ),
+                        max_wait: Duration::from_millis(config.api.check_max_wait_ms),
+                    },
+                    limits: config.limits.clone(),
+                    ingest_slots: Arc::new(tokio::sync::Semaphore::new(
+                        config.api.max_concurrent_ingests.max(1),
+                    )),
+                },
                 api: config.api.clone(),
-                chunk_size: config.pipeline.chunk_size.max(1),
-                window: config.pipeline.window.max(1),
-                accounts: accounts.clone(),
-                ingest_slots: Arc::new(tokio::sync::Semaphore::new(
-                    config.api.max_concurrent_ingests.max(1),
-                )),
                 jwt: Arc::new(
                     JwtVerifier::new(&config.auth).context("setting up token checks ([auth])")?,
                 ),
                 rate: Arc::new(RateLimiter::new(queue.connection(), &config.redis_prefix)),
-                limits: config.limits.clone(),
-                effort: wacheck_worker::check::Effort::new(
-                    &config.pipeline,
-                    &config.cache,
-                    Duration::from_millis(config.api.check_max_wait_ms),
-                ),
             };
             let data = web::Data::new(state);
             let http = HttpServer::new(move || {
                 HttpApp::new()
                     .app_data(data.clone())
-                    .wrap(actix_web::middleware::from_fn(wacheck_api::auth::guard))
                     // The path only: query strings may carry download-link signatures.
                     .wrap(
                         actix_web::middleware::Logger::new("%a \"%m %U\" %s %b %Dms")

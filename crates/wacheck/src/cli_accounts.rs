@@ -5,9 +5,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::json;
-use wacheck_core::{AccountKind, AccountState, TaskId};
-use wacheck_store::accounts::{self, AccountRecord, Limits, NewAccount};
-use wacheck_worker::pool::{AddError, add_account};
+use wacheck_app::Caller;
+use wacheck_app::accounts::{self as app, LimitsChange, NewAccountRequest, Summary};
+use wacheck_core::{AccountKind, AccountState};
+use wacheck_store::accounts::{self, AccountRecord};
 
 #[derive(Subcommand)]
 pub enum AccountsCommand {
@@ -58,12 +59,12 @@ pub struct LimitArgs {
 }
 
 impl LimitArgs {
-    fn over(&self, base: Limits) -> Limits {
-        Limits {
-            per_minute: self.per_minute.unwrap_or(base.per_minute),
-            burst: self.burst.unwrap_or(base.burst).max(1),
-            daily_cap: self.daily_cap.unwrap_or(base.daily_cap),
-            jitter_ms: self.jitter_ms.unwrap_or(base.jitter_ms),
+    fn change(&self) -> LimitsChange {
+        LimitsChange {
+            per_minute: self.per_minute,
+            burst: self.burst,
+            daily_cap: self.daily_cap,
+            jitter_ms: self.jitter_ms,
         }
     }
 }
@@ -110,15 +111,10 @@ pub async fn run(
     config: &crate::config::Config,
     command: AccountsCommand,
 ) -> anyhow::Result<()> {
+    let operator = Caller::operator();
     match command {
         AccountsCommand::Add(args) => add(db, config, *args).await,
         AccountsCommand::List => {
-            let today: std::collections::HashMap<String, i64> =
-                accounts::checks_today(db).await?.into_iter().collect();
-            let mut aliases: std::collections::HashMap<String, Vec<String>> = Default::default();
-            for (account, alias) in accounts::aliases(db).await? {
-                aliases.entry(account).or_default().push(alias);
-            }
             let mut rows = vec![
                 [
                     "name",
@@ -134,7 +130,12 @@ pub async fn run(
                 .map(str::to_owned)
                 .to_vec(),
             ];
-            for r in accounts::list(db).await? {
+            for Summary {
+                record: r,
+                checks_today,
+                aliases,
+            } in app::list(db, &operator).await?
+            {
                 let state = if r.paused {
                     format!("{} (paused)", r.state)
                 } else {
@@ -147,8 +148,8 @@ pub async fn run(
                     r.limits.per_minute.to_string(),
                     r.limits.burst.to_string(),
                     r.limits.daily_cap.to_string(),
-                    today.get(&r.id).copied().unwrap_or(0).to_string(),
-                    aliases.remove(&r.id).unwrap_or_default().join(","),
+                    checks_today.to_string(),
+                    aliases.join(","),
                     r.state_reason.unwrap_or_default(),
                 ]);
             }
@@ -156,42 +157,36 @@ pub async fn run(
             Ok(())
         }
         AccountsCommand::Pause { name } => {
-            found(accounts::set_paused(db, &name, true).await?, &name)
+            app::change(db, &operator, &name, Some(true), LimitsChange::default()).await?;
+            done()
         }
         AccountsCommand::Resume { name } => {
-            found(accounts::set_paused(db, &name, false).await?, &name)
+            app::change(db, &operator, &name, Some(false), LimitsChange::default()).await?;
+            done()
         }
         AccountsCommand::Limits { name, limits } => {
-            let r = accounts::get(db, &name)
-                .await?
-                .with_context(|| format!("no account `{name}`"))?;
-            found(
-                accounts::set_limits(db, &name, limits.over(r.limits)).await?,
-                &name,
-            )
+            app::change(db, &operator, &name, None, limits.change()).await?;
+            done()
         }
-        AccountsCommand::Remove { name } => found(accounts::remove(db, &name).await?, &name),
+        AccountsCommand::Remove { name } => {
+            app::remove(db, &operator, &name).await?;
+            done()
+        }
         AccountsCommand::Alias { name, alias } => {
-            accounts::get(db, &name)
-                .await?
-                .with_context(|| format!("no account `{name}`"))?;
-            anyhow::ensure!(
-                accounts::add_alias(db, &alias, &name).await?,
-                "`{alias}` names another account already"
-            );
-            eprintln!("done");
-            Ok(())
+            app::add_alias(db, &operator, &name, &alias).await?;
+            done()
         }
         AccountsCommand::Unalias { name, alias } => {
-            found(accounts::remove_alias(db, &alias, &name).await?, &name)
+            app::remove_alias(db, &operator, &name, &alias).await?;
+            done()
         }
         AccountsCommand::Usage { task } => {
-            let id: TaskId = task.parse().context("not a task id")?;
+            let (_, usage) = app::task_usage(db, &operator, &task).await?;
             println!(
                 "{:<20} {:>10} {:>10} {:>8}",
                 "account", "checks", "details", "calls"
             );
-            for u in accounts::task_usage(db, id).await? {
+            for u in usage {
                 println!(
                     "{:<20} {:>10} {:>10} {:>8}",
                     u.account, u.checks, u.details, u.calls
@@ -202,8 +197,7 @@ pub async fn run(
     }
 }
 
-fn found(changed: bool, name: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(changed, "no account `{name}`");
+fn done() -> anyhow::Result<()> {
     eprintln!("done");
     Ok(())
 }
@@ -295,25 +289,19 @@ async fn add(db: &sqlx::PgPool, config: &crate::config::Config, a: AddArgs) -> a
         }
         v => v,
     };
-    let new = NewAccount {
+    let new = NewAccountRequest {
         id: name.clone(),
         kind,
         owner: a.owner.clone(),
         settings,
-        limits: a.limits.over(Limits::default()),
-        state: AccountState::Pairing,
-        builtin: false,
+        limits: a.limits.change(),
     };
     if let Some(owner) = &a.owner {
         wacheck_store::keys::ensure_user(db, owner).await?;
     }
     let before = accounts::list(db).await?;
     let only_builtin = !before.is_empty() && before.iter().all(|r| r.builtin);
-    let record = match add_account(db, new).await {
-        Ok(r) => r,
-        Err(AddError::Store(e)) => return Err(e.into()),
-        Err(e) => anyhow::bail!("{e}"),
-    };
+    let record = app::add(db, &Caller::operator(), true, new).await?;
     eprintln!(
         "account `{}` added ({}): {}{}",
         record.id,
@@ -358,7 +346,7 @@ async fn pair(db: &sqlx::PgPool, config: &crate::config::Config, name: &str) -> 
     );
     let dir = &config.accounts.native_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let file = wacheck_worker::native::session_file(dir, name);
+    let file = wacheck_engine::native::session_file(dir, name);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let session = NativeSession::start(&file, &settings, settings.phone.is_some(), tx)
         .await
@@ -397,7 +385,7 @@ async fn pair(db: &sqlx::PgPool, config: &crate::config::Config, name: &str) -> 
             }
             _ => {}
         }
-        let stop = wacheck_worker::native::record_event(db, name, &event, &file).await?;
+        let stop = wacheck_engine::native::record_event(db, name, &event, &file).await?;
         match event {
             SessionEvent::Connected { me: Some(me) } => break Ok(me),
             _ if stop => break Err(anyhow::anyhow!("pairing failed: {event:?}")),

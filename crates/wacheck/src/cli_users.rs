@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use wacheck_store::users::UserLimits;
+use wacheck_app::users::{self as app, UserLimitsChange};
+use wacheck_app::{Caller, Scope};
 use wacheck_store::{keys, users};
 
 #[derive(Subcommand)]
@@ -69,24 +70,14 @@ pub struct UserLimitArgs {
 }
 
 impl UserLimitArgs {
-    fn over(&self, mut l: UserLimits) -> anyhow::Result<UserLimits> {
-        if let Some(v) = limit::<u32>(&self.requests_per_minute)? {
-            l.requests_per_minute = v;
-        }
-        if let Some(v) = limit::<u32>(&self.request_burst)? {
-            l.request_burst = v.map(|b| b.max(1));
-        }
-        if let Some(v) = limit::<u64>(&self.numbers_per_day)? {
-            l.numbers_per_day = v;
-        }
-        if let Some(v) = limit::<u32>(&self.max_concurrent_tasks)? {
-            l.max_concurrent_tasks = v;
-        }
-        if let Some(v) = limit::<u64>(&self.max_rows)? {
-            l.max_rows = v.map(|r| r.max(1));
-        }
-        l.check().map_err(anyhow::Error::msg)?;
-        Ok(l)
+    fn change(&self) -> anyhow::Result<UserLimitsChange> {
+        Ok(UserLimitsChange {
+            requests_per_minute: limit(&self.requests_per_minute)?,
+            request_burst: limit(&self.request_burst)?,
+            numbers_per_day: limit(&self.numbers_per_day)?,
+            max_concurrent_tasks: limit(&self.max_concurrent_tasks)?,
+            max_rows: limit(&self.max_rows)?,
+        })
     }
 }
 
@@ -117,33 +108,17 @@ pub enum KeysCommand {
     Revoke { id: String },
 }
 
+/// The scopes of a new key: the defaults when none are named.
 fn scopes_of(scopes: &[String]) -> anyhow::Result<Vec<&'static str>> {
-    if scopes.is_empty() {
-        return Ok(keys::DEFAULT_SCOPES.to_vec());
-    }
-    scopes
-        .iter()
-        .map(|s| {
-            keys::SCOPES
-                .iter()
-                .find(|k| **k == s.as_str())
-                .copied()
-                .with_context(|| format!("unknown scope `{s}`: use check, tasks or admin"))
-        })
-        .collect()
+    let asked = Scope::asked((!scopes.is_empty()).then_some(scopes))?;
+    Ok(asked.into_iter().map(Scope::name).collect())
 }
 
 fn valid(id: &str) -> anyhow::Result<&str> {
-    let id = id.trim();
-    anyhow::ensure!(
-        wacheck_core::account::valid_user_id(id),
-        "a user id is 1-64 letters, digits, `-`, `_`, `.` and `@`"
-    );
-    Ok(id)
+    Ok(app::valid_id(id)?)
 }
 
-fn found(changed: bool, what: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(changed, "no {what}");
+fn done() -> anyhow::Result<()> {
     eprintln!("done");
     Ok(())
 }
@@ -153,12 +128,11 @@ pub async fn users(
     config: &crate::config::Config,
     command: UsersCommand,
 ) -> anyhow::Result<()> {
+    let operator = Caller::operator();
     match command {
         UsersCommand::Create { id, limits } => {
-            let id = valid(&id)?;
-            let limits = limits.over(UserLimits::default())?;
-            anyhow::ensure!(users::create(db, id).await?, "a user `{id}` exists already");
-            users::set_limits(db, id, limits).await?;
+            let user = app::create(db, &operator, &id, limits.change()?).await?;
+            let id = user.id;
             eprintln!("user `{id}` created; `wacheck keys create --user {id}` gives it a key");
             Ok(())
         }
@@ -188,10 +162,12 @@ pub async fn users(
             Ok(())
         }
         UsersCommand::Disable { id } => {
-            found(users::set_disabled(db, &id, true).await?, "such user")
+            app::update(db, &operator, &id, Some(true), None).await?;
+            done()
         }
         UsersCommand::Enable { id } => {
-            found(users::set_disabled(db, &id, false).await?, "such user")
+            app::update(db, &operator, &id, Some(false), None).await?;
+            done()
         }
         UsersCommand::Delete { id, with_data } => match users::delete(db, &id, with_data).await? {
             users::Deleted::NotFound => anyhow::bail!("no user `{id}`"),
@@ -214,11 +190,8 @@ pub async fn users(
             }
         },
         UsersCommand::Limits { id, limits } => {
-            let u = users::get(db, &id).await?.context("no such user")?;
-            found(
-                users::set_limits(db, &id, limits.over(u.limits)?).await?,
-                "such user",
-            )
+            app::update(db, &operator, &id, None, Some(limits.change()?)).await?;
+            done()
         }
     }
 }
@@ -232,7 +205,6 @@ pub async fn keys(db: &sqlx::PgPool, command: KeysCommand) -> anyhow::Result<()>
             name,
         } => {
             let user = valid(&user)?;
-            let scopes = scopes_of(&scopes)?;
             if create_user {
                 users::create(db, user).await?;
             } else {
@@ -243,7 +215,9 @@ pub async fn keys(db: &sqlx::PgPool, command: KeysCommand) -> anyhow::Result<()>
                     )
                 })?;
             }
-            let (_, key) = keys::issue(db, user, &scopes, name.as_deref()).await?;
+            let scopes = (!scopes.is_empty()).then_some(&scopes[..]);
+            let (_, key) =
+                app::issue_key(db, &Caller::operator(), user, scopes, name.as_deref()).await?;
             println!("{key}");
             Ok(())
         }
@@ -272,7 +246,10 @@ pub async fn keys(db: &sqlx::PgPool, command: KeysCommand) -> anyhow::Result<()>
             }
             Ok(())
         }
-        KeysCommand::Revoke { id } => found(keys::revoke(db, &id).await?, "such live key"),
+        KeysCommand::Revoke { id } => {
+            app::revoke_key(db, &Caller::operator(), &id).await?;
+            done()
+        }
     }
 }
 

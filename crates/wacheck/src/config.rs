@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use wacheck_api::{ApiSettings, AuthSettings, LimitSettings};
 use wacheck_backends::simulated::SimConfig;
 use wacheck_blob::S3Config;
-use wacheck_worker::{CacheSettings, PipelineSettings, PoolSettings, RateConfig};
+use wacheck_engine::{CacheSettings, PoolSettings, RateConfig};
+use wacheck_worker::PipelineSettings;
 
 /// Variables of the `wacheck` command line itself (its options' `env`), not settings of the
 /// service: they share the prefix, so the configuration must not refuse them.

@@ -53,25 +53,6 @@ pub struct Effort {
     pub cache: CacheSettings,
 }
 
-impl Effort {
-    /// The pipeline's retry settings with the cache; no deadline.
-    pub fn new(
-        p: &crate::pipeline::PipelineSettings,
-        cache: &CacheSettings,
-        handoff: Duration,
-    ) -> Self {
-        Effort {
-            max_attempts: p.max_attempts.max(1),
-            retry_base: Duration::from_millis(p.retry_base_ms),
-            retry_max: Duration::from_millis(p.retry_max_ms),
-            call_timeout: Duration::from_millis(p.call_timeout_ms.max(1)),
-            handoff,
-            deadline: None,
-            cache: cache.clone(),
-        }
-    }
-}
-
 /// Whose numbers, and what to find out.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {

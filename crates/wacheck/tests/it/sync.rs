@@ -2,11 +2,9 @@
 //! CommBox-compatible routes, each driven the way its reference document shows, with its
 //! errors, the caller's history, and the 429 that comes when no account has budget.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 use wacheck::config::Config;

@@ -1,8 +1,6 @@
 //! Every refusal has its status and stable code, and a refused request creates nothing.
 
-mod common;
-
-use common::{OTHER, Store, TestEnv, USER};
+use crate::common::{OTHER, Store, TestEnv, USER};
 use serde_json::Value;
 use std::time::Duration;
 

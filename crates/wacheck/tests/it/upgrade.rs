@@ -1,22 +1,20 @@
 //! Upgrading a database that holds tasks: migration 0003 moves rows, numbers and answers of
 //! the old layout into blocks, chunk arrays and task_results, and the task carries on.
 
-mod common;
-
-use common::{Infra, unique};
+use crate::common::{Infra, unique};
 use futures::TryStreamExt;
 use wacheck_core::TaskId;
 
-const V1: &str = include_str!("../../../migrations/0001_init.sql");
-const V2: &str = include_str!("../../../migrations/0002_lifecycle.sql");
-const V3: &str = include_str!("../../../migrations/0003_compact_rows.sql");
-const V4: &str = include_str!("../../../migrations/0004_accounts.sql");
+const V1: &str = include_str!("../../../../migrations/0001_init.sql");
+const V2: &str = include_str!("../../../../migrations/0002_lifecycle.sql");
+const V3: &str = include_str!("../../../../migrations/0003_compact_rows.sql");
+const V4: &str = include_str!("../../../../migrations/0004_accounts.sql");
 /// The migrations after those, which today's store code needs.
 const LATER: &[&str] = &[
-    include_str!("../../../migrations/0005_auth.sql"),
-    include_str!("../../../migrations/0006_history.sql"),
-    include_str!("../../../migrations/0007_daily_checks.sql"),
-    include_str!("../../../migrations/0008_result_files.sql"),
+    include_str!("../../../../migrations/0005_auth.sql"),
+    include_str!("../../../../migrations/0006_history.sql"),
+    include_str!("../../../../migrations/0007_daily_checks.sql"),
+    include_str!("../../../../migrations/0008_result_files.sql"),
 ];
 
 #[tokio::test]

@@ -1,11 +1,9 @@
 //! One suite for both result stores: the local directory and S3 (s3s-fs over HTTP).
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::S3Server;
+use crate::common::S3Server;
 use secrecy::SecretString;
 use wacheck_blob::{BlobError, BlobStore, LocalStore, S3Store};
 

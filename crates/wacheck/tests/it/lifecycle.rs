@@ -1,11 +1,9 @@
 //! Task lifecycle: cancellation, export of what was checked, tasks that cannot finish ending
 //! with a reason, retention, and Redis staying small however many tasks ran.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{OTHER, Store, TestEnv, USER, expected_row, messy_numbers, parse_result};
+use crate::common::{OTHER, Store, TestEnv, USER, expected_row, messy_numbers, parse_result};
 use serde_json::Value;
 use wacheck::app::{App, Role};
 

@@ -2,14 +2,12 @@
 //! simulated accounts, worker processes, the result cache, cool-downs, logouts, pauses and
 //! daily caps, and the accounts API with its isolation between users.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::procs::{ServiceProc, ledger_counts, note};
-use common::*;
+use crate::common::procs::{ServiceProc, ledger_counts, note};
+use crate::common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 use wacheck::app::Role;

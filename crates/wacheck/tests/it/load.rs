@@ -3,13 +3,13 @@
 //! status 500 times a second for 60 s. Every task must end exported and correct, with zero
 //! errors. Prints the figures that docs/benchmarks.md records.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::procs::ServiceProc;
-use common::{Infra, Store, TestEnv, USER, assert_rows, free_port, messy_numbers, parse_result};
+use crate::common::procs::ServiceProc;
+use crate::common::{
+    Infra, Store, TestEnv, USER, assert_rows, free_port, messy_numbers, parse_result,
+};
 use wacheck::app::Role;
 
 const UPLOADS: usize = 50;

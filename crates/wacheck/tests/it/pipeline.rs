@@ -1,11 +1,9 @@
 //! End-to-end: upload over HTTP, the real queue and workers, Postgres, the result store, and
 //! the downloaded spreadsheet compared row by row with the simulated rule.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Store, TestEnv, assert_rows, by_readme_rule, messy_numbers, parse_result};
+use crate::common::{Store, TestEnv, assert_rows, by_readme_rule, messy_numbers, parse_result};
 use rust_xlsxwriter::Workbook;
 
 fn txt(lines: &[String]) -> Vec<u8> {

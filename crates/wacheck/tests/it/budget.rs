@@ -3,16 +3,14 @@
 //! a burst of throttles counted as one strike, answers in flight that do not end a cool-down,
 //! and gateways that stop answering.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use wacheck::app::Role;
 use wacheck_backends::{AccountDown, BackendError};
+use wacheck_engine::pool::NoGrant;
 use wacheck_store::accounts::{self, Spent};
-use wacheck_worker::pool::NoGrant;
 
 async fn env_with_account(account: serde_json::Value) -> TestEnv {
     let env = TestEnv::start_role(Store::Local, Role::Api, |_| {}).await;

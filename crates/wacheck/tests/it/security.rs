@@ -2,12 +2,10 @@
 //! against another on every route, request rates across API processes, quotas, and secrets
 //! that must never reach a log.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::procs::ServiceProc;
-use common::*;
+use crate::common::procs::ServiceProc;
+use crate::common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Method;
 use secrecy::SecretString;
@@ -773,7 +771,7 @@ async fn quotas_refuse_what_does_not_fit_and_store_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_reach_the_log() {
     let gateway_key = "gw-key-that-must-stay-secret-7d1f";
-    let s3_secret = common::S3_SECRET;
+    let s3_secret = crate::common::S3_SECRET;
     let waha = wacheck_testkit::FakeGateway::waha("the-right-key", "default", 70, 0);
     let mut env = TestEnv::start_role(Store::S3, Role::Api, with_tokens).await;
     env.add_account(json!({"id": "waha-wrong-key", "kind": "waha",

@@ -1,20 +1,19 @@
-//! Checking numbers within a request (the single-number routes of every API family): the
+//! Checking numbers now, within a request (the single-number routes of every API family): the
 //! caller's quota, the account pool with its budgets and the cache, waiting for budget up to
 //! `api.check_max_wait_ms`, and the caller's history.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use wacheck_core::{AccountState, E164, Normalizer, Outcome, WhatsApp};
+use wacheck_engine::check::{Checker, Finished, Request, Sink};
 use wacheck_store::accounts::{self, AccountRecord, Spent};
 use wacheck_store::history::{self, NewEntry};
 use wacheck_store::tasks::QuotaExceeded;
 use wacheck_store::users;
-use wacheck_worker::check::{Checker, Finished, Request, Sink};
 
-use crate::auth::AuthUser;
-use crate::{ApiError, AppState};
+use crate::{Caller, Code, Error, Services};
 
 /// One number as checked.
 #[derive(Debug, Clone)]
@@ -82,11 +81,11 @@ impl Sink for Collect<'_> {
 
 /// The account a client named (an alias or an account id) if the caller may use it.
 pub async fn named_account(
-    state: &AppState,
-    user: &AuthUser,
+    s: &Services,
+    user: &Caller,
     name: &str,
-) -> Result<Option<AccountRecord>, ApiError> {
-    Ok(accounts::resolve(&state.pool, name)
+) -> Result<Option<AccountRecord>, Error> {
+    Ok(accounts::resolve(&s.pool, name)
         .await?
         .filter(|a| a.owner.is_none() || a.owner.as_deref() == Some(user.id.as_str())))
 }
@@ -114,31 +113,30 @@ pub fn unavailable(a: &AccountRecord) -> Option<String> {
 /// answered at once; valid ones from the cache or an account. When no account has budget
 /// within the wait, the answers obtained are kept (cache, history) and the request answers 429.
 pub async fn check_now(
-    state: &AppState,
-    user: &AuthUser,
+    s: &Services,
+    user: &Caller,
     inputs: &[String],
     region: Option<&str>,
     route: Route<'_>,
-) -> Result<Vec<Checked>, ApiError> {
+) -> Result<Vec<Checked>, Error> {
     let normalizer = Normalizer::new(region)
-        .map_err(|e| ApiError::bad("invalid_default_region", e.to_string()))?;
+        .map_err(|e| Error::new(Code::InvalidDefaultRegion, e.to_string()))?;
     // Today's quota is taken before checking; what is not checked in the end is given back.
-    let limit = crate::ingest::quota_of(user).numbers_per_day;
+    let limit = crate::quota::of(&user.limits).numbers_per_day;
     let asked = inputs.len() as u64;
-    let Some((day, used)) = users::reserve_checks(&state.pool, &user.id, asked, limit).await?
-    else {
-        let used = users::quota_use(&state.pool, &user.id).await?;
+    let Some((day, used)) = users::reserve_checks(&s.pool, &user.id, asked, limit).await? else {
+        let used = users::quota_use(&s.pool, &user.id).await?;
         user.quota.numbers(limit, used.numbers_today);
-        return Err(crate::ingest::quota_error(QuotaExceeded::NumbersPerDay {
+        return Err(crate::quota::exceeded(QuotaExceeded::NumbersPerDay {
             limit,
             used: used.numbers_today,
             asked,
         }));
     };
-    let result = check_reserved(state, user, inputs, &normalizer, route).await;
+    let result = check_reserved(s, user, inputs, &normalizer, route).await;
     let checked = result.as_ref().map_or(0, |(checked, _)| checked.len());
     let unchecked = (inputs.len() - checked) as u64;
-    if let Err(e) = users::release_checks(&state.pool, &user.id, day, unchecked).await {
+    if let Err(e) = users::release_checks(&s.pool, &user.id, day, unchecked).await {
         // The answer (or the error that matters) goes out; the numbers stay counted.
         tracing::warn!(user = %user.id, unchecked, "giving back unchecked numbers failed: {e}");
     }
@@ -148,27 +146,27 @@ pub async fn check_now(
         Finished::Done => Ok(checked),
         Finished::Parked { retry_after } => {
             let left = inputs.len() - checked.len();
-            Err(ApiError::TooManyRequests {
-                code: "no_budget",
-                message: format!(
+            Err(Error::new(
+                Code::NoBudget,
+                format!(
                     "no WhatsApp account had budget for {left} of the numbers within {} s \
                      (those answered are cached and in your history); retry later",
-                    state.api.check_max_wait_ms / 1000
+                    s.checks.max_wait.as_secs()
                 ),
-                retry_after: retry_after.as_secs().max(1),
-            })
+            )
+            .retry_after(retry_after.as_secs().max(1)))
         }
     }
 }
 
 /// [`check_now`] once the numbers are counted against the caller's quota.
 async fn check_reserved(
-    state: &AppState,
-    user: &AuthUser,
+    s: &Services,
+    user: &Caller,
     inputs: &[String],
     normalizer: &Normalizer,
     route: Route<'_>,
-) -> Result<(Vec<Checked>, Finished), ApiError> {
+) -> Result<(Vec<Checked>, Finished), Error> {
     // What goes to the history: as given, but without NUL characters and at most as long as
     // any cell kept.
     let inputs: Vec<String> = inputs
@@ -185,12 +183,12 @@ async fn check_reserved(
     distinct.sort_by_key(E164::key);
     distinct.dedup_by_key(|n| n.key());
 
-    let wait = Duration::from_millis(state.api.check_max_wait_ms);
-    let mut effort = state.effort.clone();
+    let wait = s.checks.max_wait;
+    let mut effort = s.checks.effort.clone();
     effort.handoff = wait;
     effort.deadline = Some(Instant::now() + wait);
     let checker = Checker {
-        pool: &state.accounts,
+        pool: &s.accounts,
         effort: &effort,
     };
     let req = Request {
@@ -200,14 +198,14 @@ async fn check_reserved(
         only: route.account,
     };
     let mut sink = Collect {
-        pool: &state.pool,
+        pool: &s.pool,
         user: &user.id,
         answers: HashMap::new(),
     };
     let finished = checker
         .check_all(req, distinct, &mut sink)
         .await
-        .map_err(ApiError::Internal)?;
+        .map_err(Error::internal)?;
 
     let mut checked: Vec<Checked> = inputs
         .iter()
@@ -242,7 +240,7 @@ async fn check_reserved(
             cached: c.outcome.cached,
         })
         .collect();
-    let ids = history::record(&state.pool, &user.id, route.source, route.session, &entries).await?;
+    let ids = history::record(&s.pool, &user.id, route.source, route.session, &entries).await?;
     for (c, id) in checked.iter_mut().zip(ids) {
         c.id = id;
     }

@@ -23,8 +23,11 @@ use sqlx::PgPool;
 use tracing::{info, warn};
 use wacheck_backends::simulated::{SimConfig, SimulatedBackend};
 use wacheck_backends::{AccountDown, BackendError, CheckBackend, GatewaySettings};
+use wacheck_core::day::next_utc_midnight;
 use wacheck_core::{AccountKind, AccountState};
 use wacheck_store::accounts::{self, AccountRecord, Limits};
+
+use crate::rate::{Gcra, Rates, Verdict};
 
 /// Checks per second and burst of the built-in simulated account; `per_second = 0` means
 /// unlimited.
@@ -114,45 +117,6 @@ pub fn builtin_account(sim: &SimConfig, rate: RateConfig) -> accounts::NewAccoun
     }
 }
 
-/// GCRA (generic cell rate algorithm) and a daily cap on the Redis server's clock. KEYS[1]
-/// holds the account's theoretical arrival time in microseconds, KEYS[2] today's count.
-/// ARGV: emission interval (µs, 0 = no rate), burst tolerance (µs), numbers wanted, daily cap
-/// (0 = none). Returns `{status, value}`: `{0, n}` n numbers are booked (fewer than wanted
-/// when only n are left today); `{1, µs}` wait that long before asking again; `{2, 0}` the cap
-/// is reached; `{3, 0}` today's count is not in Redis (the caller seeds it from Postgres).
-const BUDGET_LUA: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local cap = tonumber(ARGV[4])
-if cap > 0 then
-  local used = redis.call('GET', KEYS[2])
-  if not used then return {3, 0} end
-  local left = cap - tonumber(used)
-  if left <= 0 then return {2, 0} end
-  if cost > left then cost = left end
-end
-if interval > 0 then
-  local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-  if tat < now then tat = now end
-  local new_tat = tat + interval * cost
-  local wait = new_tat - tolerance - now
-  if wait > 0 then return {1, math.ceil(wait)} end
-  redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-end
-if cap > 0 then redis.call('INCRBY', KEYS[2], cost) end
-return {0, cost}
-";
-
-/// Raises today's count in Redis to at least what Postgres knows (after a flush or restart).
-const SEED_LUA: &str = r"
-local cur = tonumber(redis.call('GET', KEYS[1]) or '-1')
-if cur < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1], 'EX', 172800) end
-return 0
-";
-
 /// What booking budget said.
 enum Booking {
     /// This many numbers may go now.
@@ -168,8 +132,8 @@ pub struct Account {
     /// The concrete simulation, for tests and benchmarks that count its calls.
     pub simulated: Option<Arc<SimulatedBackend>>,
     limiter: Option<DefaultDirectRateLimiter>,
-    interval_us: u64,
-    tolerance_us: u64,
+    /// The cluster-wide rate; `None` when the account has no per-minute limit.
+    rate: Option<Gcra>,
     /// The daily cap was reached: no work until the next UTC day.
     capped_until: Mutex<Option<DateTime<Utc>>>,
     /// Today's count in Redis was raised to what Postgres knows since this was built (a cap
@@ -270,13 +234,11 @@ pub struct Grant {
 /// Accounts and the budget they have, shared by every job of the process.
 pub struct Pool {
     db: PgPool,
-    redis: ConnectionManager,
     prefix: String,
     pub settings: PoolSettings,
     accounts: RwLock<Vec<Arc<Account>>>,
     next: AtomicUsize,
-    budget: redis::Script,
-    seed: redis::Script,
+    rates: Rates,
     /// Native sessions run by this process, by account.
     natives: RwLock<HashMap<String, Arc<dyn CheckBackend>>>,
 }
@@ -285,13 +247,11 @@ impl Pool {
     pub fn new(db: PgPool, redis: ConnectionManager, prefix: &str, settings: PoolSettings) -> Self {
         Pool {
             db,
-            redis,
             prefix: prefix.to_owned(),
             settings,
             accounts: RwLock::default(),
             next: AtomicUsize::new(0),
-            budget: redis::Script::new(BUDGET_LUA),
-            seed: redis::Script::new(SEED_LUA),
+            rates: Rates::new(redis),
             natives: RwLock::default(),
         }
     }
@@ -403,17 +363,14 @@ impl Pool {
         };
         let limits = record.limits;
         let burst = limits.burst.max(1);
-        let (limiter, interval_us) = match limits.per_minute {
-            0 => (None, 0),
+        let limiter = match limits.per_minute {
+            0 => None,
             per_minute => {
                 let period = Duration::from_secs(60) / per_minute;
                 let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
                     .expect("a positive period")
                     .allow_burst(NonZeroU32::new(burst).expect("burst >= 1"));
-                (
-                    Some(RateLimiter::direct(quota)),
-                    60_000_000 / u64::from(per_minute),
-                )
+                Some(RateLimiter::direct(quota))
             }
         };
         Ok(Account {
@@ -421,8 +378,7 @@ impl Pool {
             backend,
             simulated,
             limiter,
-            interval_us: interval_us.max(u64::from(limits.per_minute > 0)),
-            tolerance_us: interval_us * u64::from(burst),
+            rate: Gcra::per_minute(limits.per_minute, burst),
             capped_until: Mutex::new(None),
             seeded: std::sync::atomic::AtomicBool::new(false),
             failures_in_a_row: std::sync::atomic::AtomicU32::new(0),
@@ -445,13 +401,7 @@ impl Pool {
         now: DateTime<Utc>,
     ) -> anyhow::Result<()> {
         let used = accounts::checks_on(&self.db, &account.id(), now.date_naive()).await?;
-        let mut conn = self.redis.clone();
-        let _: i64 = self
-            .seed
-            .key(day_key)
-            .arg(used)
-            .invoke_async(&mut conn)
-            .await?;
+        self.rates.seed(day_key, used.max(0) as u64).await?;
         account.seeded.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -468,21 +418,15 @@ impl Pool {
         if limits.daily_cap > 0 && !account.seeded.load(Ordering::Relaxed) {
             self.seed(account, &day_key, now).await?;
         }
-        let mut conn = self.redis.clone();
+        let cap = (limits.daily_cap > 0).then(|| (day_key.as_str(), u64::from(limits.daily_cap)));
         for _ in 0..2 {
-            let (status, value): (i64, i64) = self
-                .budget
-                .key(self.rate_key(&id))
-                .key(&day_key)
-                .arg(account.interval_us)
-                .arg(account.tolerance_us)
-                .arg(n)
-                .arg(limits.daily_cap)
-                .invoke_async(&mut conn)
+            let verdict = self
+                .rates
+                .book(&self.rate_key(&id), account.rate, n as u64, cap)
                 .await?;
-            match status {
-                0 => {
-                    let booked = usize::try_from(value).unwrap_or(0).clamp(1, n.max(1));
+            match verdict {
+                Verdict::Booked { booked, .. } => {
+                    let booked = usize::try_from(booked).unwrap_or(0).clamp(1, n.max(1));
                     if let Some(limiter) = &account.limiter {
                         let k = booked.clamp(1, limits.burst.max(1) as usize) as u32;
                         // k <= burst, so this cannot fail with InsufficientCapacity.
@@ -492,9 +436,9 @@ impl Pool {
                     }
                     return Ok(Booking::Booked(booked));
                 }
-                1 => return Ok(Booking::Wait(Duration::from_micros(value.max(1) as u64))),
-                2 => return Ok(Booking::Capped),
-                _ => self.seed(account, &day_key, now).await?,
+                Verdict::Wait { wait, .. } => return Ok(Booking::Wait(wait)),
+                Verdict::Capped => return Ok(Booking::Capped),
+                Verdict::Unseeded => self.seed(account, &day_key, now).await?,
             }
         }
         Ok(Booking::Wait(Duration::from_millis(10)))
@@ -552,11 +496,7 @@ impl Pool {
                 Ok(Booking::Wait(d)) => wait = Some(wait.map_or(d, |w| w.min(d))),
                 Ok(Booking::Capped) => {
                     capped += 1;
-                    let midnight = (now.date_naive() + chrono::Days::new(1))
-                        .and_hms_opt(0, 0, 0)
-                        .expect("midnight")
-                        .and_utc();
-                    *a.capped_until.lock().expect("cap") = Some(midnight);
+                    *a.capped_until.lock().expect("cap") = Some(next_utc_midnight(now));
                     info!(account = %a.id(), "daily cap reached; no more checks until 00:00 UTC");
                 }
                 Err(e) => {

@@ -6,14 +6,12 @@
 //!
 //! Run them one at a time (`just chaos`): they start and stop servers and measure budgets.
 
-mod common;
-
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::procs::{CutProxy, PgServer, RedisServer, ServiceProc, ledger_counts, note};
-use common::{Infra, Store, TestEnv, assert_rows, messy_numbers, parse_result};
+use crate::common::procs::{CutProxy, PgServer, RedisServer, ServiceProc, ledger_counts, note};
+use crate::common::{Infra, Store, TestEnv, assert_rows, messy_numbers, parse_result};
 use serde_json::Value;
 use tokio::sync::Mutex;
 use wacheck::app::Role;
@@ -376,7 +374,7 @@ async fn three_workers_keep_one_accounts_rate() {
     let _serial = serial().await;
     const RATE: u32 = 50;
     let mut c = Chaos::start(&Infra::default(), Store::Local, |c| {
-        c.rate = wacheck_worker::RateConfig {
+        c.rate = wacheck_engine::RateConfig {
             per_second: RATE,
             burst: 5,
         };
