@@ -12,7 +12,7 @@ use wacheck_app::accounts::{self, LimitsChange, Summary};
 use wacheck_core::{AccountKind, AccountState};
 
 use crate::auth::{AuthUser, Need, Tasks};
-use crate::json::{Json, parse, rfc3339};
+use crate::json::{parse, rfc3339};
 #[allow(unused_imports)] // named in the OpenAPI annotations
 use crate::openapi::{ErrorBody, FileBody, Refusals};
 use crate::router::{Router, route};
@@ -199,8 +199,11 @@ pub(crate) struct NewAccountIn {
 pub(crate) async fn create(
     state: web::Data<AppState>,
     user: Need<Tasks>,
-    Json(input): Json<NewAccountIn>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    let user_accounts = state.accounts.settings.user_accounts;
+    accounts::may_add(&user, user_accounts)?;
+    let input: NewAccountIn = parse(&body)?;
     let new = accounts::NewAccountRequest {
         id: input.id,
         kind: input.kind,
@@ -215,7 +218,6 @@ pub(crate) async fn create(
         },
         owner: input.owner,
     };
-    let user_accounts = state.accounts.settings.user_accounts;
     let record = accounts::add(&state.pool, &user, user_accounts, new).await?;
     refresh(&state).await;
     Ok(HttpResponse::Created().json(view(Summary {

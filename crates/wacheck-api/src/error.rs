@@ -40,8 +40,11 @@ impl ApiError {
     }
 
     /// The answer's status and headers (`WWW-Authenticate`, `Retry-After`), for a body in any
-    /// family's shape.
+    /// family's shape; an internal error's cause goes to the log here.
     pub fn response_head(&self) -> HttpResponseBuilder {
+        if let Some(cause) = self.0.cause() {
+            tracing::error!("internal error: {cause:#}");
+        }
         let mut resp = HttpResponse::build(self.status_code());
         if self.code() == Code::Unauthorized {
             resp.insert_header(("WWW-Authenticate", "Bearer, ApiKey header=\"X-API-Key\""));
@@ -83,9 +86,6 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let Some(cause) = self.0.cause() {
-            tracing::error!("internal error: {cause:#}");
-        }
         self.response_head().json(Body {
             code: self.code().name(),
             message: self.0.message(),

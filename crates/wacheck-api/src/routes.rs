@@ -6,12 +6,13 @@ use serde::{Deserialize, Serialize};
 use wacheck_core::{TaskKind, TaskStatus};
 use wacheck_store::tasks::TaskRecord;
 
-use crate::auth::{AuthUser, Need, Tasks};
+use crate::auth::AuthUser;
 use crate::json::rfc3339;
 #[allow(unused_imports)] // named in the OpenAPI annotations
 use crate::openapi::{ErrorBody, FileBody, Refusals, UploadForm};
 use crate::router::{Router, route};
 use crate::{ApiError, AppState, Code, ingest};
+use wacheck_app::Scope;
 use wacheck_app::tasks;
 
 /// The routes of the task API and the service itself.
@@ -113,12 +114,13 @@ async fn view(state: &AppState, task: TaskRecord) -> Result<TaskView, ApiError> 
 )]
 pub(crate) async fn create_task(
     state: web::Data<AppState>,
-    user: Need<Tasks>,
+    user: AuthUser,
     path: web::Path<String>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let kind = tasks::kind_of(&path)?;
+    user.require(Scope::Tasks)?;
     let content_type = req
         .headers()
         .get("content-type")

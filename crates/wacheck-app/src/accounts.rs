@@ -122,14 +122,9 @@ pub struct NewAccountRequest {
     pub owner: Option<String>,
 }
 
-/// Adds an account: a gateway is asked at once whether its session works; a native account
-/// waits to be paired. `user_accounts`: whether callers other than admins may add their own.
-pub async fn add(
-    db: &PgPool,
-    caller: &Caller,
-    user_accounts: bool,
-    new: NewAccountRequest,
-) -> Result<AccountRecord, Error> {
+/// Whether the caller may add accounts at all (`user_accounts`: whether callers other than
+/// admins may add their own).
+pub fn may_add(caller: &Caller, user_accounts: bool) -> Result<(), Error> {
     caller.require(Scope::Tasks)?;
     if !caller.is_admin() && !user_accounts {
         return Err(Error::new(
@@ -138,6 +133,18 @@ pub async fn add(
              accounts.user_accounts)",
         ));
     }
+    Ok(())
+}
+
+/// Adds an account: a gateway is asked at once whether its session works; a native account
+/// waits to be paired. `user_accounts`: whether callers other than admins may add their own.
+pub async fn add(
+    db: &PgPool,
+    caller: &Caller,
+    user_accounts: bool,
+    new: NewAccountRequest,
+) -> Result<AccountRecord, Error> {
+    may_add(caller, user_accounts)?;
     let owner = match (caller.is_admin(), new.owner) {
         (true, owner) => owner,
         (false, None) => Some(caller.id.clone()),

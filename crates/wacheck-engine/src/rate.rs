@@ -116,7 +116,9 @@ impl Rates {
             interval_us: 0,
             tolerance_us: 0,
         });
-        let (day_key, cap) = cap.unwrap_or(("", 0));
+        // Without a cap the day key is never read; the rate key stands in, so that every key a
+        // script names is one of ours (Redis ACLs may restrict keys by prefix).
+        let (day_key, cap) = cap.unwrap_or((rate_key, 0));
         let mut conn = self.redis.clone();
         let (status, value, remaining, reset): (i64, i64, i64, i64) = self
             .gcra

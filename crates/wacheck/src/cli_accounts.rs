@@ -296,6 +296,9 @@ async fn add(db: &sqlx::PgPool, config: &crate::config::Config, a: AddArgs) -> a
         settings,
         limits: a.limits.change(),
     };
+    // Refused limits write nothing, not even the owner.
+    new.limits
+        .over(wacheck_store::accounts::Limits::default())?;
     if let Some(owner) = &a.owner {
         wacheck_store::keys::ensure_user(db, owner).await?;
     }

@@ -205,6 +205,11 @@ pub async fn keys(db: &sqlx::PgPool, command: KeysCommand) -> anyhow::Result<()>
             name,
         } => {
             let user = valid(&user)?;
+            // Refused scopes or a refused name write nothing, not even the user.
+            Scope::asked((!scopes.is_empty()).then_some(&scopes[..]))?;
+            if name.as_ref().is_some_and(|n| n.chars().count() > 100) {
+                anyhow::bail!("a key's name is at most 100 characters");
+            }
             if create_user {
                 users::create(db, user).await?;
             } else {
