@@ -78,6 +78,11 @@ bench: test-deps
     cargo build --release --bins
     "${CARGO_TARGET_DIR:-target}/release/wacheck-bench" run --runs 3 --out docs/benchmarks.md
 
+# The same suite with REV's build (default: the commit before HEAD) beside this tree's: their
+# 1M-number end to end runs alternate, and docs/benchmarks.md shows both side by side.
+bench-against REV="HEAD~1": test-deps
+    scripts/bench-against {{REV}}
+
 # The suite at 1/100 of its sizes, one run, into a scratch file: proves `just bench` still works.
 bench-smoke: test-deps
     cargo build --bins

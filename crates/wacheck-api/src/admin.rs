@@ -92,7 +92,7 @@ pub(crate) async fn me(
     state: web::Data<AppState>,
     user: AuthUser,
 ) -> Result<HttpResponse, ApiError> {
-    let used = wacheck_store::users::quota_use(&state.pool, &user.id).await?;
+    let used = users::own_use(&state.pool, &user).await?;
     Ok(HttpResponse::Ok().json(MeView {
         user_id: user.id.clone(),
         scopes: user.scopes.iter().map(|s| s.name().to_owned()).collect(),

@@ -21,7 +21,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, erro
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use wacheck_app::quota::QuotaReport;
-use wacheck_app::{Caller, Limits, Scope};
+use wacheck_app::{Caller, Scope};
 use wacheck_engine::rate::{Gcra, Rates, Verdict};
 
 use crate::{ApiError, AppState, Code};
@@ -408,52 +408,32 @@ fn credentials(headers: &HeaderMap) -> Result<Option<Credentials>, ApiError> {
 }
 
 async fn authenticate(state: &AppState, creds: Credentials) -> Result<AuthUser, ApiError> {
-    let max_rows = state.api.max_rows;
-    match creds {
-        Credentials::Key(key) => {
-            match wacheck_store::keys::authenticate(&state.pool, &key).await? {
-                Some(k) => Ok(AuthUser {
-                    caller: Caller {
-                        limits: Limits::of(&k.limits, &state.limits, max_rows),
-                        scopes: Scope::granted(k.scopes.iter().map(String::as_str)),
-                        id: k.user_id,
-                        key_id: Some(k.key_id),
-                        quota: QuotaReport::default(),
-                    },
-                }),
-                None => Err(ApiError::new(
+    let (db, defaults, max_rows) = (&state.pool, &state.limits, state.api.max_rows);
+    let caller = match creds {
+        Credentials::Key(key) => Caller::by_key(db, defaults, max_rows, &key)
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
                     Code::Unauthorized,
                     "unknown or revoked API key (or its user is disabled)",
-                )),
-            }
-        }
+                )
+            })?,
         Credentials::Token(token) => {
             let claims = state.jwt.verify(&token).map_err(|why| {
                 ApiError::new(Code::Unauthorized, format!("invalid token: {why}"))
             })?;
-            let user = wacheck_store::users::active(&state.pool, &claims.sub)
+            let scope = claims.scope.as_deref();
+            Caller::by_token(db, defaults, max_rows, &claims.sub, scope)
                 .await?
                 .ok_or_else(|| {
                     ApiError::new(
                         Code::Unauthorized,
                         "invalid token: its user does not exist or is disabled",
                     )
-                })?;
-            let scopes = match &claims.scope {
-                Some(s) => Scope::granted(s.split_whitespace()),
-                None => Scope::DEFAULT.to_vec(),
-            };
-            Ok(AuthUser {
-                caller: Caller {
-                    limits: Limits::of(&user.limits, &state.limits, max_rows),
-                    id: user.id,
-                    scopes,
-                    key_id: None,
-                    quota: QuotaReport::default(),
-                },
-            })
+                })?
         }
-    }
+    };
+    Ok(AuthUser { caller })
 }
 
 /// Request rates of callers.
@@ -629,20 +609,6 @@ mod tests {
         assert!(credentials(&headers(&[("authorization", "Basic dXNlcg==")])).is_err());
         assert!(credentials(&headers(&[("authorization", "Bearer ")])).is_err());
         assert!(credentials(&headers(&[("x-api-key", "")])).is_err());
-    }
-
-    #[test]
-    fn user_limits_fall_back_to_the_defaults_and_rows_never_exceed_the_service() {
-        let defaults = wacheck_app::LimitSettings::default();
-        let own = wacheck_store::users::UserLimits {
-            requests_per_minute: Some(10),
-            max_rows: Some(10_000_000),
-            ..Default::default()
-        };
-        let l = Limits::of(&own, &defaults, 5_000_000);
-        assert_eq!(l.requests_per_minute, 10);
-        assert_eq!(l.request_burst, defaults.request_burst);
-        assert_eq!(l.max_rows, 5_000_000);
     }
 
     #[test]

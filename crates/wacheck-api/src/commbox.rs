@@ -13,7 +13,7 @@ use wacheck_core::WhatsApp;
 use crate::auth::{Check, Need};
 use crate::router::{Router, route};
 use crate::{ApiError, AppState, Code};
-use wacheck_app::checks::{Route, check_now, named_account, unavailable};
+use wacheck_app::checks::{Checked, Route, check_now, named_account, unavailable};
 
 /// Where this family's routes live.
 pub const PREFIX: &str = "/whatsapp";
@@ -158,7 +158,25 @@ impl ResponseError for CommBoxError {
     }
 }
 
-/// `GET /whatsapp/validatecontact/{stream_id}/{phone}`: whether the number is on WhatsApp.
+/// Whether the number is on WhatsApp, as this API answers: an invalid number is the caller's
+/// mistake (400), no definite answer is the service's (500).
+fn valid(checked: Option<&Checked>, phone: String) -> Result<bool, CommBoxError> {
+    match checked.map_or(WhatsApp::Unknown, Checked::whatsapp) {
+        WhatsApp::Yes => Ok(true),
+        WhatsApp::No => Ok(false),
+        WhatsApp::Invalid => Err(CommBoxError::BadRequest {
+            recipient: phone,
+            failed: "Invalid parameter PHONE_NUMBER: not a valid phone number".into(),
+        }),
+        WhatsApp::Unknown => {
+            let why = checked
+                .and_then(|c| c.outcome.reason.clone())
+                .unwrap_or_else(|| "no answer".into());
+            Err(ApiError::internal(anyhow::anyhow!("no definite answer: {why}")).into())
+        }
+    }
+}
+
 #[utoipa::path(
     get,
     path = "/whatsapp/validatecontact/{stream_id}/{phone}",
@@ -177,6 +195,7 @@ impl ResponseError for CommBoxError {
         (status = 500, description = "Internal Server Error", body = Envelope)
     )
 )]
+/// `GET /whatsapp/validatecontact/{stream_id}/{phone}`: whether the number is on WhatsApp.
 pub(crate) async fn validate_contact(
     state: web::Data<AppState>,
     user: Need<Check>,
@@ -196,24 +215,7 @@ pub(crate) async fn validate_contact(
         details: false,
     };
     let checked = check_now(&state, &user, std::slice::from_ref(&phone), None, route).await?;
-    let answer = checked.first().map_or(WhatsApp::Unknown, |c| c.whatsapp());
-    let valid = match answer {
-        WhatsApp::Yes => true,
-        WhatsApp::No => false,
-        WhatsApp::Invalid => {
-            return Err(CommBoxError::BadRequest {
-                recipient: phone,
-                failed: "Invalid parameter PHONE_NUMBER: not a valid phone number".into(),
-            });
-        }
-        WhatsApp::Unknown => {
-            let why = checked
-                .first()
-                .and_then(|c| c.outcome.reason.clone())
-                .unwrap_or_else(|| "no answer".into());
-            return Err(ApiError::internal(anyhow::anyhow!("no definite answer: {why}")).into());
-        }
-    };
+    let valid = valid(checked.first(), phone)?;
     Ok(HttpResponse::Ok().json(Validated {
         status: "200".into(),
         description: "Operation successful".into(),

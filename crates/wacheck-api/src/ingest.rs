@@ -2,6 +2,8 @@
 //! while streaming), and its text fields are collected for the use case that reads the file.
 
 use actix_multipart::Multipart;
+use actix_web::http::header;
+use actix_web::{HttpRequest, web};
 use futures::TryStreamExt;
 use tokio::io::AsyncWriteExt;
 pub use wacheck_app::tasks::Upload;
@@ -17,8 +19,28 @@ fn multipart_error(e: actix_multipart::MultipartError) -> ApiError {
     )
 }
 
-/// Reads the whole form; the file goes to a temporary file, never into memory.
-pub async fn read_form(mut form: Multipart, max_bytes: u64) -> Result<Upload, ApiError> {
+/// Refuses a body that is not a multipart form, with `message` (which says what to send).
+pub fn require_multipart(req: &HttpRequest, message: &str) -> Result<(), ApiError> {
+    let multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.to_ascii_lowercase().starts_with("multipart/form-data"));
+    if multipart {
+        Ok(())
+    } else {
+        Err(ApiError::new(Code::InvalidContentType, message))
+    }
+}
+
+/// Reads a whole upload form of at most `max_bytes`; the file goes to a temporary file, never
+/// into memory.
+pub async fn read_form(
+    req: &HttpRequest,
+    payload: web::Payload,
+    max_bytes: u64,
+) -> Result<Upload, ApiError> {
+    let mut form = Multipart::new(req.headers(), payload);
     let mut up = Upload {
         user_id: None,
         default_region: None,

@@ -5,7 +5,7 @@
 use actix_web::{HttpResponse, web};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use wacheck_store::history::{self, Filter};
+use wacheck_app::history::{self, Paging, Which};
 
 use crate::auth::{Check, Need};
 use crate::json::rfc3339;
@@ -211,19 +211,6 @@ pub struct HistoryView {
     pub checked_at: String,
 }
 
-/// Reads `limit` and `page` (1-based) into a limit and an offset.
-pub(crate) fn paging(limit: Option<i64>, page: Option<i64>) -> Result<(i64, i64), ApiError> {
-    let limit = limit.unwrap_or(100);
-    let page = page.unwrap_or(1);
-    if !(1..=1000).contains(&limit) || page < 1 {
-        return Err(ApiError::new(
-            Code::InvalidParameter,
-            "limit is 1 to 1000 and page starts at 1",
-        ));
-    }
-    Ok((limit, (page - 1).saturating_mul(limit)))
-}
-
 #[utoipa::path(
     get,
     path = "/v1/history",
@@ -242,20 +229,9 @@ pub(crate) async fn history_page(
     user: Need<Check>,
     query: crate::query::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (limit, offset) = paging(query.limit, query.page)?;
-    let source = query.source.as_deref().filter(|s| !s.is_empty());
-    if let Some(s) = source.filter(|s| !["api", "walytic", "commbox"].contains(s)) {
-        return Err(ApiError::new(
-            Code::InvalidParameter,
-            format!("source is api, walytic or commbox, not `{s}`"),
-        ));
-    }
-    let filter = Filter {
-        user_id: &user.id,
-        session_id: query.session.as_deref().filter(|s| !s.is_empty()),
-        source,
-    };
-    let (entries, total) = history::page(&state.pool, filter, limit, offset).await?;
+    let paging = Paging::new(query.limit, query.page)?;
+    let which = Which::new(query.session.as_deref(), query.source.as_deref())?;
+    let (entries, total) = history::page(&state, &user, which, paging).await?;
     let out: Vec<HistoryView> = entries
         .into_iter()
         .map(|e| HistoryView {

@@ -1,6 +1,6 @@
 //! Routes and their JSON shapes.
 
-use actix_multipart::Multipart;
+use actix_files::NamedFile;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use wacheck_core::{TaskKind, TaskStatus};
@@ -121,22 +121,11 @@ pub(crate) async fn create_task(
 ) -> Result<HttpResponse, ApiError> {
     let kind = tasks::kind_of(&path)?;
     user.require(Scope::Tasks)?;
-    let content_type = req
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type
-        .to_ascii_lowercase()
-        .starts_with("multipart/form-data")
-    {
-        return Err(ApiError::new(
-            Code::InvalidContentType,
-            "send the upload as multipart/form-data with `user_id` and `file` fields",
-        ));
-    }
-    let form = Multipart::new(req.headers(), payload);
-    let upload = ingest::read_form(form, state.api.max_upload_bytes).await?;
+    ingest::require_multipart(
+        &req,
+        "send the upload as multipart/form-data with `user_id` and `file` fields",
+    )?;
+    let upload = ingest::read_form(&req, payload, state.api.max_upload_bytes).await?;
     let record = tasks::create(&state, &user, kind, upload).await?;
     Ok(HttpResponse::Ok().json(view(&state, record).await?))
 }
@@ -287,7 +276,7 @@ pub struct HealthView {
     security(())
 )]
 pub(crate) async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let database = sqlx::query("SELECT 1").execute(&state.pool).await.is_ok();
+    let database = wacheck_store::answers(&state.pool).await;
     let accounts = state.accounts.all();
     let now = chrono::Utc::now();
     let mut backends: Vec<&'static str> = accounts.iter().map(|a| a.kind().as_str()).collect();
@@ -346,6 +335,19 @@ pub(crate) async fn download(
     query: crate::query::Query<LinkQuery>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    let (path, filename) = linked_file(&state, &key, &query)?;
+    let file = NamedFile::open_async(&path)
+        .await
+        .map_err(|_| ApiError::new(Code::NotFound, "no such file"))?;
+    Ok(attachment(file, filename, &req))
+}
+
+/// The local file a signed link names, and the name to download it as.
+fn linked_file<'q>(
+    state: &AppState,
+    key: &str,
+    query: &'q LinkQuery,
+) -> Result<(std::path::PathBuf, &'q str), ApiError> {
     let local = state
         .blob
         .as_local()
@@ -362,7 +364,7 @@ pub(crate) async fn download(
         ));
     };
     let path = local
-        .verify(&key, expires, filename, sig)
+        .verify(key, expires, filename, sig)
         .map_err(|e| match e {
             wacheck_blob::LinkError::Expired => ApiError::new(
                 Code::LinkExpired,
@@ -373,16 +375,15 @@ pub(crate) async fn download(
                 format!("this download link was altered: {fresh}"),
             ),
         })?;
-    let file = actix_files::NamedFile::open_async(&path)
-        .await
-        .map_err(|_| ApiError::new(Code::NotFound, "no such file"))?;
-    let disposition = actix_web::http::header::ContentDisposition {
-        disposition: actix_web::http::header::DispositionType::Attachment,
-        parameters: vec![actix_web::http::header::DispositionParam::Filename(
-            filename.clone(),
-        )],
-    };
-    Ok(file
-        .set_content_disposition(disposition)
-        .into_response(&req))
+    Ok((path, filename))
+}
+
+/// `file` as a download named `name`, streamed from disk.
+pub(crate) fn attachment(file: NamedFile, name: &str, req: &HttpRequest) -> HttpResponse {
+    use actix_web::http::header::{ContentDisposition, DispositionParam, DispositionType};
+    file.set_content_disposition(ContentDisposition {
+        disposition: DispositionType::Attachment,
+        parameters: vec![DispositionParam::Filename(name.to_owned())],
+    })
+    .into_response(req)
 }

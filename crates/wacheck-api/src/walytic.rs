@@ -3,15 +3,16 @@
 //! account of the pool, by alias or id), the caller's history, its export, and clearing it.
 //! Errors have that API's shape: `{"error": "..."}`.
 
-use actix_multipart::Multipart;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use wacheck_app::history::{self, Paging, Which};
+use wacheck_app::ingest;
+use wacheck_core::ResultFormat;
 use wacheck_core::WhatsApp;
-use wacheck_core::input::{self, InputError};
-use wacheck_store::history::{self, Entry, Filter};
+use wacheck_store::history::Entry;
 
 use crate::auth::{AuthUser, Check, Need};
 use crate::router::{Router, route};
@@ -269,60 +270,14 @@ pub(crate) async fn bulk_verify(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Out {
-    let content_type = req
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type
-        .to_ascii_lowercase()
-        .starts_with("multipart/form-data")
-    {
-        return Err(bad(
-            "Upload the numbers as a multipart `file` (.csv or .xlsx)",
-        ));
-    }
+    crate::ingest::require_multipart(
+        &req,
+        "Upload the numbers as a multipart `file` (.csv or .xlsx)",
+    )?;
     let account = session_account(&state, &user, &session).await?;
-    let form = Multipart::new(req.headers(), payload);
-    let upload = crate::ingest::read_form(form, state.api.max_upload_bytes).await?;
-    let Some(file) = upload.file else {
-        return Err(WalyticError(ApiError::new(
-            Code::MissingFile,
-            "A file is required",
-        )));
-    };
-    let max = state.api.bulk_max_rows;
-    let name = upload.file_name.clone();
-    let rows = tokio::task::spawn_blocking(move || -> Result<Vec<String>, InputError> {
-        let Some(format) = wacheck_app::ingest::sniff(&file, name.as_deref())? else {
-            return Ok(Vec::new());
-        };
-        let mut rows = Vec::new();
-        input::read_rows(file.reopen()?, format, max, |r| {
-            rows.push(r);
-            Ok(())
-        })?;
-        Ok(rows)
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(|e| match e {
-        InputError::TooManyRows(n) => ApiError::new(
-            Code::PayloadTooLarge,
-            format!(
-                "The file has more than {n} numbers: check it with the task API \
-             (POST /wa/api/simple/tasks), which takes up to {} rows and answers with a result file",
-                state.api.max_rows
-            ),
-        ),
-        other => wacheck_app::ingest::input_error(other).into(),
-    })?;
-    if rows.is_empty() {
-        return Err(WalyticError(ApiError::new(
-            Code::NoNumbers,
-            "The file holds no numbers",
-        )));
-    }
+    let upload = crate::ingest::read_form(&req, payload, state.api.max_upload_bytes).await?;
+    let (max, task_max) = (state.api.bulk_max_rows, state.api.max_rows);
+    let rows = ingest::number_cells(upload.file, upload.file_name, max, task_max).await?;
     let route = Route {
         source: "walytic",
         session: Some(&session),
@@ -378,10 +333,10 @@ fn record(e: Entry) -> Record {
     }
 }
 
-fn filter<'a>(user: &'a AuthUser, q: &'a HistoryQuery) -> Filter<'a> {
-    Filter {
-        user_id: &user.id,
-        session_id: q.session.as_deref().filter(|s| !s.is_empty()),
+/// This API's records: those of its own checks, of one session when a query names one.
+fn which(q: &HistoryQuery) -> Which<'_> {
+    Which {
+        session: q.session.as_deref().filter(|s| !s.is_empty()),
         source: Some("walytic"),
     }
 }
@@ -404,16 +359,13 @@ pub(crate) async fn history_page(
     user: Need<Check>,
     query: crate::query::Query<HistoryQuery>,
 ) -> Out {
-    let (limit, offset) = crate::numbers::paging(query.limit, query.page)?;
-    let (entries, total) = history::page(&state.pool, filter(&user, &query), limit, offset).await?;
+    let paging = Paging::new(query.limit, query.page)?;
+    let (entries, total) = history::page(&state, &user, which(&query), paging).await?;
     let records: Vec<Record> = entries.into_iter().map(record).collect();
     Ok(HttpResponse::Ok()
         .insert_header(("X-Total-Count", total.to_string()))
         .json(records))
 }
-
-/// Most records one export holds.
-const EXPORT_MAX: i64 = 1_000_000;
 
 #[utoipa::path(
     get,
@@ -432,78 +384,37 @@ pub(crate) async fn export(
     state: web::Data<AppState>,
     user: Need<Check>,
     query: crate::query::Query<HistoryQuery>,
+    req: HttpRequest,
 ) -> Out {
-    let xlsx = match query
+    let format = match query
         .format
         .as_deref()
         .map(str::to_ascii_lowercase)
         .as_deref()
     {
-        None | Some("csv") => false,
-        Some("xlsx") => true,
+        None | Some("csv") => ResultFormat::Csv,
+        Some("xlsx") => ResultFormat::Xlsx,
         Some(other) => return Err(bad(&format!("format must be csv or xlsx, not `{other}`"))),
     };
-    let mut records = Vec::new();
-    let mut offset = 0;
-    loop {
-        let (page, _) = history::page(&state.pool, filter(&user, &query), 10_000, offset).await?;
-        let n = page.len() as i64;
-        records.extend(page.into_iter().map(record));
-        offset += n;
-        if n < 10_000 || offset >= EXPORT_MAX {
-            break;
-        }
-    }
-    let header = ["_id", "sessionId", "number", "status", "timestamp"];
-    let cells = |r: &Record| {
-        [
-            r._id.clone(),
-            r.session_id.clone().unwrap_or_default(),
+    let header = ["_id", "sessionId", "number", "status", "timestamp"].map(String::from);
+    let cells = |e: Entry| {
+        let r = record(e);
+        vec![
+            r._id,
+            r.session_id.unwrap_or_default(),
             wacheck_core::sanitize::neutralize_formula(&r.number).into_owned(),
-            r.status.clone(),
-            r.timestamp.clone(),
+            r.status,
+            r.timestamp,
         ]
     };
-    let (bytes, kind, name) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        if xlsx {
-            let mut book = rust_xlsxwriter::Workbook::new();
-            let sheet = book.add_worksheet_with_constant_memory()?;
-            for (c, h) in header.iter().enumerate() {
-                sheet.write_string(0, c as u16, *h)?;
-            }
-            for (i, r) in records.iter().enumerate() {
-                for (c, v) in cells(r).iter().enumerate() {
-                    sheet.write_string(i as u32 + 1, c as u16, v)?;
-                }
-            }
-            Ok((
-                book.save_to_buffer()?,
-                wacheck_core::ResultFormat::Xlsx.content_type(),
-                "verification-history.xlsx",
-            ))
-        } else {
-            let mut w = csv::Writer::from_writer(Vec::new());
-            w.write_record(header)?;
-            for r in &records {
-                w.write_record(cells(r))?;
-            }
-            Ok((
-                w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?,
-                wacheck_core::ResultFormat::Csv.content_type(),
-                "verification-history.csv",
-            ))
-        }
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)?;
-    Ok(HttpResponse::Ok()
-        .content_type(kind)
-        .insert_header((
-            "Content-Disposition",
-            format!("attachment; filename=\"{name}\""),
-        ))
-        .body(bytes))
+    let file = history::export(&state, &user, which(&query), format, header.into(), cells).await?;
+    let mime = format.content_type().parse().map_err(ApiError::internal)?;
+    let opened = actix_files::NamedFile::open_async(file.path())
+        .await
+        .map_err(ApiError::internal)?
+        .set_content_type(mime);
+    let name = format!("verification-history.{}", format.extension());
+    Ok(crate::routes::attachment(opened, &name, &req))
 }
 
 /// What clearing did.
@@ -532,7 +443,7 @@ pub(crate) async fn clear(
     user: Need<Check>,
     query: crate::query::Query<HistoryQuery>,
 ) -> Out {
-    let deleted = history::clear(&state.pool, filter(&user, &query)).await?;
+    let deleted = history::clear(&state, &user, which(&query)).await?;
     let message = match query.session.as_deref().filter(|s| !s.is_empty()) {
         Some(s) => format!("Cleared history for session {s}"),
         None => "Cleared history for all sessions".to_owned(),

@@ -2,7 +2,9 @@
 //! use case takes a [`Caller`] and decides here, once, whether the caller may.
 
 use serde::{Deserialize, Serialize};
-use wacheck_store::users::UserLimits;
+use sqlx::PgPool;
+use wacheck_store::keys;
+use wacheck_store::users::{self, UserLimits};
 
 use crate::{Code, Error};
 
@@ -160,6 +162,49 @@ impl Caller {
         }
     }
 
+    /// Who presents the API key `key`; `None` for an unknown or revoked key, or a key of a
+    /// disabled user. `defaults` and `max_rows` fill the limits the user has none of.
+    pub async fn by_key(
+        db: &PgPool,
+        defaults: &LimitSettings,
+        max_rows: u64,
+        key: &str,
+    ) -> Result<Option<Caller>, Error> {
+        let Some(k) = keys::authenticate(db, key).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Caller {
+            limits: Limits::of(&k.limits, defaults, max_rows),
+            scopes: Scope::granted(k.scopes.iter().map(String::as_str)),
+            id: k.user_id,
+            key_id: Some(k.key_id),
+            quota: Default::default(),
+        }))
+    }
+
+    /// The active user a verified token names, with the token's space-separated `scope` (the
+    /// default scopes when it names none); `None` when the user is gone or disabled.
+    pub async fn by_token(
+        db: &PgPool,
+        defaults: &LimitSettings,
+        max_rows: u64,
+        subject: &str,
+        scope: Option<&str>,
+    ) -> Result<Option<Caller>, Error> {
+        let Some(user) = users::active(db, subject).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Caller {
+            limits: Limits::of(&user.limits, defaults, max_rows),
+            scopes: scope.map_or(Scope::DEFAULT.to_vec(), |s| {
+                Scope::granted(s.split_whitespace())
+            }),
+            id: user.id,
+            key_id: None,
+            quota: Default::default(),
+        }))
+    }
+
     pub fn has(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)
     }
@@ -254,5 +299,19 @@ mod tests {
             Scope::granted(["tasks", "root", "check", "tasks"]),
             vec![Scope::Tasks, Scope::Check]
         );
+    }
+
+    #[test]
+    fn user_limits_fall_back_to_the_defaults_and_rows_never_exceed_the_service() {
+        let defaults = LimitSettings::default();
+        let own = UserLimits {
+            requests_per_minute: Some(10),
+            max_rows: Some(10_000_000),
+            ..Default::default()
+        };
+        let l = Limits::of(&own, &defaults, 5_000_000);
+        assert_eq!(l.requests_per_minute, 10);
+        assert_eq!(l.request_burst, defaults.request_burst);
+        assert_eq!(l.max_rows, 5_000_000);
     }
 }

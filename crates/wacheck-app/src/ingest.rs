@@ -74,6 +74,47 @@ pub(crate) fn read_error(e: ReadFail) -> Error {
     }
 }
 
+/// The number cells of a small file checked at once, in file order: at most `max` rows. A
+/// longer file is refused with the way to check it: a task, which takes up to `task_max`.
+pub async fn number_cells(
+    file: Option<tempfile::NamedTempFile>,
+    name: Option<String>,
+    max: u64,
+    task_max: u64,
+) -> Result<Vec<String>, Error> {
+    let Some(file) = file else {
+        return Err(Error::new(Code::MissingFile, "A file is required"));
+    };
+    let rows = tokio::task::spawn_blocking(move || -> Result<Vec<String>, InputError> {
+        let Some(format) = sniff(&file, name.as_deref())? else {
+            return Ok(Vec::new());
+        };
+        let mut rows = Vec::new();
+        input::read_rows(file.reopen()?, format, max, |r| {
+            rows.push(r);
+            Ok(())
+        })?;
+        Ok(rows)
+    })
+    .await
+    .map_err(Error::internal)?
+    .map_err(|e| match e {
+        InputError::TooManyRows(n) => Error::new(
+            Code::PayloadTooLarge,
+            format!(
+                "The file has more than {n} numbers: check it with the task API \
+                 (POST /wa/api/simple/tasks), which takes up to {task_max} rows and answers with \
+                 a result file"
+            ),
+        ),
+        other => input_error(other),
+    })?;
+    if rows.is_empty() {
+        return Err(Error::new(Code::NoNumbers, "The file holds no numbers"));
+    }
+    Ok(rows)
+}
+
 /// Blocks (or chunks) per message to the database writer: 64k rows, or 128 chunks.
 const PER_BATCH: usize = 64;
 

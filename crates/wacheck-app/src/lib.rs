@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod caller;
 pub mod checks;
 pub mod error;
+pub mod history;
 pub mod ingest;
 pub mod progress;
 pub mod quota;

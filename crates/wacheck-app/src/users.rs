@@ -59,6 +59,11 @@ pub fn valid_id(id: &str) -> Result<&str, Error> {
     }
 }
 
+/// What the caller's own quotas used today.
+pub async fn own_use(db: &PgPool, caller: &Caller) -> Result<QuotaUse, Error> {
+    Ok(users::quota_use(db, &caller.id).await?)
+}
+
 /// Every user with what their quotas used.
 pub async fn list(db: &PgPool, caller: &Caller) -> Result<Vec<(UserRecord, QuotaUse)>, Error> {
     caller.require(Scope::Admin)?;

@@ -45,6 +45,10 @@ enum Cmd {
             default_value = "postgres://postgres:postgres@127.0.0.1:5432"
         )]
         database: String,
+        /// A `wacheck` binary of another build (say, the previous commit's): its 1M-number end
+        /// to end runs alternate with this build's, and both are reported side by side.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
     },
     /// One measurement in this process; prints it as JSON.
     Case {
@@ -65,6 +69,7 @@ fn main() -> anyhow::Result<()> {
             out,
             work,
             database,
+            baseline,
         } => {
             let tmp;
             let work = match work {
@@ -79,8 +84,8 @@ fn main() -> anyhow::Result<()> {
                     tmp
                 }
             };
-            let suite =
-                suite::Suite::new(if quick { 1 } else { runs.max(1) }, quick, work, database)?;
+            let runs = if quick { 1 } else { runs.max(1) };
+            let suite = suite::Suite::new(runs, quick, work, database, baseline)?;
             let results = suite.run()?;
             let section = report::render(&results, &suite);
             report::write_section(&out, &section)?;

@@ -89,6 +89,83 @@ fn area(out: &mut String, title: &str, unit: &str, rows: &[(&'static str, Stat)]
     }
 }
 
+fn end_to_end_table(o: &mut String, rows: &[crate::suite::EndToEnd]) {
+    let _ = writeln!(
+        o,
+        "| Numbers | Workers | Upload → exported | Numbers/s | Upload answered | Checking | Export | Worker CPU/number | API peak RSS | Worker peak RSS | Runs |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for e in rows {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1} µs | {:.0} MiB | {:.0} MiB | {} |",
+            thousands(e.numbers as f64),
+            e.workers,
+            secs(e.secs),
+            thousands(e.numbers as f64 / e.secs),
+            secs(e.upload_secs),
+            secs(e.check_secs),
+            secs(e.export_secs),
+            e.worker_us_per_number,
+            e.api_rss_mib,
+            e.worker_rss_mib,
+            e.runs
+        );
+    }
+}
+
+/// The 1M-number end to end against the sum of its parts measured in the same run (reading
+/// the csv, normalising, storing the rows, writing the xlsx with the upload's columns), and
+/// against the baseline build when one was given.
+fn runtime_cost(o: &mut String, r: &Results, million: u64) {
+    let part = |rows: &[(&'static str, Stat)], name: &str| {
+        rows.iter()
+            .find(|(n, _)| n.contains(name))
+            .map_or(0.0, |(_, s)| s.secs)
+    };
+    let parts = [
+        ("read the csv", part(&r.read, "csv")),
+        ("normalise", part(&r.normalize, "rlibphonenumber")),
+        ("store the rows", part(&r.store, "(wacheck)")),
+        (
+            "xlsx with the upload's columns",
+            part(&r.export, "xlsx with"),
+        ),
+    ];
+    let sum: f64 = parts.iter().map(|(_, s)| s).sum();
+    let shown: Vec<String> = parts
+        .iter()
+        .map(|(n, s)| format!("{n} {}", secs(*s)))
+        .collect();
+    let _ = writeln!(
+        o,
+        "\n### The job runtime's cost ({} numbers)\n\nSum of the parts measured above: {} ({}). \
+         What the end to end adds is the checking (queue, leases, a store per backend call) \
+         and the hand-offs between the stages.\n",
+        thousands(million as f64),
+        secs(sum),
+        shown.join(" + ")
+    );
+    let _ = writeln!(
+        o,
+        "| Build | Workers | Upload → exported | Upload answered | Checking | Export | ÷ sum of parts |\n|---|---|---|---|---|---|---|"
+    );
+    let builds = [("this build", &r.end_to_end), ("baseline", &r.baseline)];
+    for (build, rows) in builds {
+        for e in rows.iter().filter(|e| e.numbers == million) {
+            let _ = writeln!(
+                o,
+                "| {build} | {} | {} | {} | {} | {} | {:.1}× |",
+                e.workers,
+                secs(e.secs),
+                secs(e.upload_secs),
+                secs(e.check_secs),
+                secs(e.export_secs),
+                e.secs / sum.max(f64::EPSILON)
+            );
+        }
+    }
+}
+
 pub fn render(r: &Results, suite: &Suite) -> String {
     let mut o = String::new();
     let million = suite.n(1_000_000);
@@ -247,26 +324,8 @@ pub fn render(r: &Results, suite: &Suite) -> String {
         o,
         "\n### End to end (simulated backend, unlimited rate, xlsx result)\n"
     );
-    let _ = writeln!(
-        o,
-        "| Numbers | Workers | Upload → exported | Numbers/s | Upload answered | Export | Worker CPU/number | API peak RSS | Worker peak RSS | Runs |\n|---|---|---|---|---|---|---|---|---|---|"
-    );
-    for e in &r.end_to_end {
-        let _ = writeln!(
-            o,
-            "| {} | {} | {} | {} | {} | {} | {:.1} µs | {:.0} MiB | {:.0} MiB | {} |",
-            thousands(e.numbers as f64),
-            e.workers,
-            secs(e.secs),
-            thousands(e.numbers as f64 / e.secs),
-            secs(e.upload_secs),
-            secs(e.export_secs),
-            e.worker_us_per_number,
-            e.api_rss_mib,
-            e.worker_rss_mib,
-            e.runs
-        );
-    }
+    end_to_end_table(&mut o, &r.end_to_end);
+    runtime_cost(&mut o, r, million);
 
     let connections = r.polling.first().map_or(0, |p| p.connections);
     let _ = writeln!(o, "\n### Status polling (wrk, {connections} connections)\n");

@@ -156,6 +156,12 @@ impl Service {
         Ok(())
     }
 
+    /// Runs `bin` for the processes spawned from now on (another build of wacheck, on the
+    /// same database and configuration); returns the binary used until now.
+    pub fn use_binary(&mut self, bin: PathBuf) -> PathBuf {
+        std::mem::replace(&mut self.bin, bin)
+    }
+
     /// `wacheck` reading only the bench's file: the environment's `DATABASE_URL`, `REDIS_URL`
     /// and `WACHECK_*` would override it.
     fn command(&self) -> Command {

@@ -57,6 +57,8 @@ pub struct EndToEnd {
     pub runs: usize,
     pub secs: f64,
     pub upload_secs: f64,
+    /// From the first chunk claimed to the last answered.
+    pub check_secs: f64,
     pub export_secs: f64,
     pub worker_us_per_number: f64,
     pub api_rss_mib: f64,
@@ -88,8 +90,27 @@ pub struct Results {
     pub ingest_big: Stat,
     pub ingest_small: Stat,
     pub end_to_end: Vec<EndToEnd>,
+    /// The same 1M-number runs with the baseline build, measured alternately with this one.
+    pub baseline: Vec<EndToEnd>,
     pub polling: Vec<Polling>,
     pub took: Duration,
+}
+
+/// The median of each figure of `runs` (all of one size and worker count).
+fn medians(runs: &[EndToEnd]) -> EndToEnd {
+    let med = |f: fn(&EndToEnd) -> f64| median(runs.iter().map(f).collect());
+    EndToEnd {
+        numbers: runs[0].numbers,
+        workers: runs[0].workers,
+        runs: runs.len(),
+        secs: med(|e| e.secs),
+        upload_secs: med(|e| e.upload_secs),
+        check_secs: med(|e| e.check_secs),
+        export_secs: med(|e| e.export_secs),
+        worker_us_per_number: med(|e| e.worker_us_per_number),
+        api_rss_mib: med(|e| e.api_rss_mib),
+        worker_rss_mib: med(|e| e.worker_rss_mib),
+    }
 }
 
 pub struct Suite {
@@ -97,16 +118,25 @@ pub struct Suite {
     pub quick: bool,
     pub work: PathBuf,
     pub database: String,
+    /// A `wacheck` binary of another build whose end to end is measured beside this one's.
+    pub baseline: Option<PathBuf>,
     me: PathBuf,
 }
 
 impl Suite {
-    pub fn new(runs: usize, quick: bool, work: PathBuf, database: String) -> anyhow::Result<Self> {
+    pub fn new(
+        runs: usize,
+        quick: bool,
+        work: PathBuf,
+        database: String,
+        baseline: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
         Ok(Suite {
             runs,
             quick,
             work,
             database: database.trim_end_matches('/').to_owned(),
+            baseline,
             me: std::env::current_exe()?,
         })
     }
@@ -262,22 +292,22 @@ impl Suite {
         configs.push((self.n(2_000_000), 2));
         for (numbers, workers) in configs {
             let file = self.file(numbers, Format::Csv)?;
-            let mut runs = Vec::new();
+            // The baseline build runs the 1M-number cases, each run right after this build's.
+            let baseline = self.baseline.clone().filter(|_| numbers == million);
+            let (mut runs, mut base_runs) = (Vec::new(), Vec::new());
             for _ in 0..self.runs {
                 runs.push(self.end_to_end(svc, &file, numbers, workers)?);
+                if let Some(bin) = &baseline {
+                    let ours = svc.use_binary(bin.clone());
+                    let run = self.end_to_end(svc, &file, numbers, workers);
+                    svc.use_binary(ours);
+                    base_runs.push(run?);
+                }
             }
-            let med = |f: fn(&EndToEnd) -> f64| median(runs.iter().map(f).collect());
-            r.end_to_end.push(EndToEnd {
-                numbers,
-                workers,
-                runs: runs.len(),
-                secs: med(|e| e.secs),
-                upload_secs: med(|e| e.upload_secs),
-                export_secs: med(|e| e.export_secs),
-                worker_us_per_number: med(|e| e.worker_us_per_number),
-                api_rss_mib: med(|e| e.api_rss_mib),
-                worker_rss_mib: med(|e| e.worker_rss_mib),
-            });
+            r.end_to_end.push(medians(&runs));
+            if !base_runs.is_empty() {
+                r.baseline.push(medians(&base_runs));
+            }
         }
 
         eprintln!("status polling, no request limit");
@@ -337,6 +367,9 @@ impl Suite {
         let export_secs = svc.query_f64(&format!(
             "SELECT extract(epoch FROM exported_at - completed_at)::float8 FROM tasks WHERE id = '{id}'"
         ))?;
+        let check_secs = svc.query_f64(&format!(
+            "SELECT extract(epoch FROM completed_at - started_at)::float8 FROM tasks WHERE id = '{id}'"
+        ))?;
         let cpu = cpu_checked.unwrap_or(0.0) - cpu_before;
         let e = EndToEnd {
             numbers,
@@ -344,6 +377,7 @@ impl Suite {
             runs: 1,
             secs,
             upload_secs: up.total.as_secs_f64(),
+            check_secs,
             export_secs,
             worker_us_per_number: cpu / distinct * 1e6,
             api_rss_mib: api.peak_rss_mib(),

@@ -1,6 +1,6 @@
-//! Domain types of wacheck: phone numbers, tasks, check outcomes, and the readers that turn an
-//! uploaded file into input rows. Pure logic and `std::io` only: no async runtime, database,
-//! HTTP or storage code lives here.
+//! Domain types of wacheck: phone numbers, tasks, check outcomes, the readers that turn an
+//! uploaded file into input rows and the writer of result tables. Pure logic and `std::io`
+//! only: no async runtime, database, HTTP or storage code lives here.
 
 pub mod account;
 pub mod day;
@@ -9,6 +9,7 @@ pub mod input;
 pub mod number;
 pub mod outcome;
 pub mod sanitize;
+pub mod table;
 pub mod task;
 pub mod text;
 

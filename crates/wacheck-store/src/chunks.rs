@@ -48,24 +48,37 @@ pub async fn advance(pool: &PgPool, task: TaskId, window: u32) -> Result<Pushes>
 async fn advance_once(pool: &PgPool, task: TaskId, window: u32) -> Result<Pushes> {
     let id = task.to_string();
     let mut tx = pool.begin().await?;
-    let row = sqlx::query(
-        "SELECT status, chunk_count, chunks_done, export_enqueued_at IS NULL AS no_export \
+    let row = sqlx::query_as(
+        "SELECT status, chunk_count, chunks_done, export_enqueued_at IS NULL \
          FROM tasks WHERE id = $1 FOR UPDATE",
     )
     .bind(&id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(row) = row else {
-        return Ok(Pushes::default());
+    let pushes = match row {
+        Some(progress) => advance_locked(&mut tx, task, progress, window).await?,
+        None => Pushes::default(),
     };
-    let status: String = row.try_get("status")?;
-    let chunk_count: i32 = row.try_get("chunk_count")?;
-    let chunks_done: i32 = row.try_get("chunks_done")?;
-    let no_export: bool = row.try_get("no_export")?;
+    tx.commit().await?;
+    Ok(pushes)
+}
+
+/// A task's status, chunk count, chunks done, and whether its export is still to be asked for,
+/// read with the task's row locked.
+type Progress = (String, i32, i32, bool);
+
+/// [`advance`] for a task whose row this transaction has locked, as it was read then.
+async fn advance_locked(
+    tx: &mut sqlx::PgConnection,
+    task: TaskId,
+    (status, chunk_count, chunks_done, no_export): Progress,
+    window: u32,
+) -> Result<Pushes> {
+    let id = task.to_string();
     let mut pushes = Pushes::default();
     match status.as_str() {
         "pending" | "processing" if chunks_done >= chunk_count => {
-            start(&mut tx, &id).await?;
+            start(&mut *tx, &id).await?;
             sqlx::query(
                 "UPDATE tasks SET status = 'completed', completed_at = now(), updated_at = now(), \
                  export_enqueued_at = now() WHERE id = $1",
@@ -101,7 +114,6 @@ async fn advance_once(pool: &PgPool, task: TaskId, window: u32) -> Result<Pushes
         }
         _ => {}
     }
-    tx.commit().await?;
     Ok(pushes)
 }
 
@@ -165,37 +177,42 @@ pub async fn claim(
     max_attempts: u32,
 ) -> Result<Option<Claim>> {
     let id = task.to_string();
-    let mut tx = pool.begin().await?;
+    // One statement: the lease, and pending -> processing with the first claim of the task.
     let claimed = sqlx::query(
-        "UPDATE task_chunks c SET leased_until = now() + make_interval(secs => $3), \
-           lease_owner = $4, attempts = attempts + 1 \
-         FROM tasks t \
-         WHERE c.task_id = $1 AND c.chunk_no = $2 AND t.id = c.task_id \
-           AND t.status IN ('pending', 'processing') AND c.done_at IS NULL \
-           AND (c.leased_until IS NULL OR c.leased_until < now()) AND c.attempts < $5 \
-         RETURNING t.kind, c.answered, c.numbers, t.user_id, t.use_cache",
+        "WITH c AS ( \
+           UPDATE task_chunks c SET leased_until = now() + make_interval(secs => $3), \
+             lease_owner = $4, attempts = attempts + 1 \
+           FROM tasks t \
+           WHERE c.task_id = $1 AND c.chunk_no = $2 AND t.id = c.task_id \
+             AND t.status IN ('pending', 'processing') AND c.done_at IS NULL \
+             AND (c.leased_until IS NULL OR c.leased_until < now()) AND c.attempts < $5 \
+           RETURNING t.kind, c.answered, c.numbers, t.user_id, t.use_cache), \
+         started AS ( \
+           UPDATE tasks SET status = 'processing', failure = failure + invalid, \
+             updated_at = now(), started_at = now() \
+           WHERE id = $1 AND status = 'pending' AND EXISTS (SELECT 1 FROM c)) \
+         SELECT * FROM c",
     )
     .bind(&id)
     .bind(chunk)
     .bind(lease.as_secs_f64())
     .bind(owner)
     .bind(max_attempts.max(1) as i32)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(pool)
     .await?;
     let Some(claimed) = claimed else {
         return Ok(None);
     };
     let kind: String = claimed.try_get("kind")?;
     let answered: i32 = claimed.try_get("answered")?;
-    start(&mut tx, &id).await?;
-    // Usually nothing of the chunk is answered yet; after an interrupted attempt, look up what is.
+    // Usually nothing of the chunk is answered yet; after an interrupted attempt, look up what
+    // is (the lease keeps others from answering meanwhile).
     let numbers = if answered == 0 {
         let all: Vec<i64> = claimed.try_get("numbers")?;
         all.into_iter().map(stored_number).collect::<Result<_>>()?
     } else {
-        open_numbers(&mut tx, &id, chunk).await?
+        open_numbers(&mut *pool.acquire().await?, &id, chunk).await?
     };
-    tx.commit().await?;
     Ok(Some(Claim {
         kind: kind
             .parse()
@@ -325,14 +342,12 @@ async fn store_once(
     Ok(updated as u64)
 }
 
-/// Marks a chunk done (once) and moves the task forward.
+/// Marks a chunk done (once) and moves the task forward, in one transaction.
 pub async fn finish(pool: &PgPool, task: TaskId, chunk: i32, window: u32) -> Result<Pushes> {
-    crate::retry_deadlocks(|| finish_once(pool, task, chunk)).await?;
-    advance(pool, task, window).await
+    crate::retry_deadlocks(|| finish_once(pool, task, chunk, window)).await
 }
 
-/// Marks a chunk done, once.
-async fn finish_once(pool: &PgPool, task: TaskId, chunk: i32) -> Result<()> {
+async fn finish_once(pool: &PgPool, task: TaskId, chunk: i32, window: u32) -> Result<Pushes> {
     let id = task.to_string();
     let mut tx = pool.begin().await?;
     let mut done = sqlx::query(
@@ -361,16 +376,23 @@ async fn finish_once(pool: &PgPool, task: TaskId, chunk: i32) -> Result<()> {
         .execute(&mut *tx)
         .await?;
     }
-    if done.rows_affected() == 1 {
-        sqlx::query(
-            "UPDATE tasks SET chunks_done = chunks_done + 1, updated_at = now() WHERE id = $1",
-        )
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?;
-    }
+    // Counting the chunk locks the task's row, as `advance` needs it locked.
+    let progress: Option<Progress> = sqlx::query_as(
+        "UPDATE tasks SET chunks_done = chunks_done + $2, \
+           updated_at = CASE WHEN $2 > 0 THEN now() ELSE updated_at END \
+         WHERE id = $1 \
+         RETURNING status, chunk_count, chunks_done, export_enqueued_at IS NULL",
+    )
+    .bind(&id)
+    .bind(done.rows_affected() as i32)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let pushes = match progress {
+        Some(progress) => advance_locked(&mut tx, task, progress, window).await?,
+        None => Pushes::default(),
+    };
     tx.commit().await?;
-    Ok(())
+    Ok(pushes)
 }
 
 /// Re-pushes work that has no live job: queued chunks nobody took within `requeue_after`,

@@ -150,6 +150,49 @@ pub async fn page(
     Ok((rows.into_iter().map(entry).collect(), total))
 }
 
+/// Up to `limit` entries older than `after` (the last of the previous call; newest first
+/// from the start), for reading them all in turn without counting or skipping.
+pub async fn older(
+    pool: &PgPool,
+    f: Filter<'_>,
+    after: Option<&Entry>,
+    limit: i64,
+) -> Result<Vec<Entry>> {
+    // Two statements, so that each keeps a plan that walks the index from where it starts.
+    const COLUMNS: &str = "SELECT id, user_id, source, session_id, input, e164, outcome, \
+        account_id, cached, created_at FROM check_history \
+        WHERE user_id = $1 AND ($2::text IS NULL OR session_id = $2) \
+          AND ($3::text IS NULL OR source = $3)";
+    let rows: Vec<Row> = match after {
+        None => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "{COLUMNS} ORDER BY created_at DESC, id DESC LIMIT $4"
+            )))
+            .bind(f.user_id)
+            .bind(f.session_id)
+            .bind(f.source)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }
+        Some(last) => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "{COLUMNS} AND (created_at, id) < ($4, $5) \
+                 ORDER BY created_at DESC, id DESC LIMIT $6"
+            )))
+            .bind(f.user_id)
+            .bind(f.session_id)
+            .bind(f.source)
+            .bind(last.created_at)
+            .bind(&last.id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }
+    };
+    Ok(rows.into_iter().map(entry).collect())
+}
+
 /// Deletes the entries `f` selects; returns how many.
 pub async fn clear(pool: &PgPool, f: Filter<'_>) -> Result<u64> {
     Ok(sqlx::query(

@@ -97,6 +97,11 @@ pub async fn open(url: &str, max: u32) -> Result<PgPool> {
     Ok(pool)
 }
 
+/// Whether the database answers a query now.
+pub async fn answers(pool: &PgPool) -> bool {
+    sqlx::query("SELECT 1").execute(pool).await.is_ok()
+}
+
 /// Connects a pool. `max` connections; connections are made lazily and re-made after a
 /// server restart.
 pub async fn connect(url: &str, max: u32) -> Result<PgPool> {
@@ -107,7 +112,18 @@ pub async fn connect(url: &str, max: u32) -> Result<PgPool> {
         .min_connections(0)
         .acquire_timeout(std::time::Duration::from_secs(10))
         .idle_timeout(Some(std::time::Duration::from_secs(300)))
-        .test_before_acquire(true)
+        // A connection used within the last second is handed out as it is: pinging each one
+        // would add a round trip to every statement of a busy worker. One idle for longer is
+        // asked first, so that connections a server restart broke are replaced, not used.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > std::time::Duration::from_secs(1) {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(opts)
         .await?)
 }

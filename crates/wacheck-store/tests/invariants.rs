@@ -1096,3 +1096,225 @@ async fn processing_every_chunk_twice_changes_nothing() {
     );
     db.drop_database().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The account state machine: throttles, cool-downs, strikes, recovery and going out of
+// rotation, as the rules in `accounts::rate_limited`, `recovered` and `set_state` state them.
+// Time is moved by setting `cool_until`, never by waiting.
+
+const BASE: Duration = Duration::from_secs(60);
+const MAX: Duration = Duration::from_secs(3600);
+
+/// The account's state, strikes and seconds of cool-down left (rounded).
+async fn account_state(pool: &PgPool, id: &str) -> (AccountState, i32, Option<i64>) {
+    let (state, strikes, left): (String, i32, Option<f64>) = sqlx::query_as(
+        "SELECT state, strikes, extract(epoch FROM cool_until - now())::float8 \
+         FROM accounts WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    (
+        state.parse().unwrap(),
+        strikes,
+        left.map(|s| s.round() as i64),
+    )
+}
+
+/// The account is in `state` with `strikes`, and its cool-down (if `left` names one) ends
+/// within the next `left` seconds but not more than two seconds sooner (the test's own time).
+async fn assert_account(pool: &PgPool, state: AccountState, strikes: i32, left: Option<i64>) {
+    let (got_state, got_strikes, got_left) = account_state(pool, SHARED).await;
+    assert_eq!((got_state, got_strikes), (state, strikes));
+    match (left, got_left) {
+        (Some(want), Some(got)) => assert!(
+            (want - 2..=want).contains(&got),
+            "cool-down ends in {got} s, not {want} s"
+        ),
+        (want, got) => assert_eq!(want, got, "cool-down"),
+    }
+}
+
+/// Ends the account's cool-down now, as the clock would.
+async fn cool_down_over(pool: &PgPool, id: &str) {
+    sqlx::query("UPDATE accounts SET cool_until = now() - interval '1 second' WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+async fn throttle(pool: &PgPool, backoff: Option<u64>) -> Option<chrono::DateTime<chrono::Utc>> {
+    let backoff = backoff.map(Duration::from_secs);
+    accounts::rate_limited(pool, SHARED, backoff, BASE, MAX, "throttled")
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttles_cool_an_account_down_for_doubling_times_and_one_answer_forgives_them() {
+    let db = TestDb::new().await;
+    let pool = &db.pool;
+    shared_account(pool).await;
+    use AccountState::*;
+    // A throttle without a backoff: the base time, one strike.
+    assert!(throttle(pool, None).await.is_some());
+    assert_account(pool, CoolingDown, 1, Some(60)).await;
+    // Four more throttles of calls already in flight: still one strike, the same end.
+    for _ in 0..4 {
+        throttle(pool, None).await;
+    }
+    assert_account(pool, CoolingDown, 1, Some(60)).await;
+    // One of them with the server's backoff of 300 s: the cool-down lasts that long.
+    throttle(pool, Some(300)).await;
+    assert_account(pool, CoolingDown, 1, Some(300)).await;
+    // An answer to a call sent before the cool-down began changes nothing.
+    assert!(!accounts::recovered(pool, SHARED).await.unwrap());
+    assert_account(pool, CoolingDown, 1, Some(300)).await;
+    // Over, and throttled again at once: a second strike, twice the base.
+    cool_down_over(pool, SHARED).await;
+    throttle(pool, None).await;
+    assert_account(pool, CoolingDown, 2, Some(120)).await;
+    // And again: 240 s, then 480 s.
+    for (strikes, secs) in [(3, 240), (4, 480)] {
+        cool_down_over(pool, SHARED).await;
+        throttle(pool, None).await;
+        assert_account(pool, CoolingDown, strikes, Some(secs)).await;
+    }
+    // Doubling stops at the longest cool-down (2^6 × 60 s would be 3840 s).
+    for _ in 0..3 {
+        cool_down_over(pool, SHARED).await;
+        throttle(pool, None).await;
+    }
+    assert_account(pool, CoolingDown, 7, Some(3600)).await;
+    // The first good answer after the cool-down: connected, strikes forgiven.
+    cool_down_over(pool, SHARED).await;
+    assert!(accounts::recovered(pool, SHARED).await.unwrap());
+    assert_account(pool, Connected, 0, None).await;
+    // A second answer has nothing to forgive.
+    assert!(!accounts::recovered(pool, SHARED).await.unwrap());
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_out_of_rotation_is_not_brought_back_by_answers_or_throttles() {
+    let db = TestDb::new().await;
+    let pool = &db.pool;
+    shared_account(pool).await;
+    use AccountState::*;
+    throttle(pool, None).await;
+    // Logged out while cooling down: out of rotation, the strike stays for the record.
+    let moved = accounts::set_state(pool, SHARED, LoggedOut, Some("logged out"), None)
+        .await
+        .unwrap();
+    assert!(moved);
+    assert_account(pool, LoggedOut, 1, None).await;
+    // The same state and reason again is no change.
+    let again = accounts::set_state(pool, SHARED, LoggedOut, Some("logged out"), None)
+        .await
+        .unwrap();
+    assert!(!again);
+    // Late answers and late throttles of calls in flight leave it logged out.
+    assert!(!accounts::recovered(pool, SHARED).await.unwrap());
+    assert_eq!(throttle(pool, None).await, None);
+    assert_account(pool, LoggedOut, 1, None).await;
+    // A temporary ban keeps its end; connected again (the probe) forgives the strikes.
+    let until = chrono::Utc::now() + chrono::Duration::seconds(600);
+    accounts::set_state(pool, SHARED, Banned, Some("banned"), Some(until))
+        .await
+        .unwrap();
+    assert_account(pool, Banned, 1, Some(600)).await;
+    accounts::set_state(pool, SHARED, Connected, Some("works again"), None)
+        .await
+        .unwrap();
+    assert_account(pool, Connected, 0, None).await;
+    db.drop_database().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A result file agrees with itself: every batch of rows shows the answers as they were when
+// the first batch was read, whatever is stored meanwhile.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_rows_read_every_batch_in_one_snapshot() {
+    let db = TestDb::new().await;
+    let pool = &db.pool;
+    users::create(pool, USER).await.unwrap();
+    // 66 blocks of one row each: the rows come in two batches of 64 blocks and 2.
+    let digits = |i: i64| 41_790_100_000 + i;
+    let blocks: Vec<Block> = (1..=66)
+        .map(|i| Block {
+            block_no: i as i32 - 1,
+            numbers: format!("{{{}}}", digits(i)),
+            raw: None,
+        })
+        .collect();
+    let all: Vec<String> = (1..=66).map(|i| digits(i).to_string()).collect();
+    let chunk = ChunkRow {
+        chunk_no: 0,
+        numbers: format!("{{{}}}", all.join(",")),
+        rows: format!("{{{}}}", vec!["1"; 66].join(",")),
+    };
+    let new = NewTask {
+        id: TaskId::new(),
+        user_id: USER.into(),
+        kind: TaskKind::Simple,
+        result_format: ResultFormat::Csv,
+        default_region: None,
+        chunk_size: 66,
+        use_cache: true,
+        input_name: None,
+        input_key: None,
+        result_columns: ResultColumns::Full,
+    };
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(Batch::Blocks(blocks)).await.unwrap();
+    tx.send(Batch::Chunks(vec![chunk])).await.unwrap();
+    drop(tx);
+    let summary = IngestSummary {
+        total: 66,
+        invalid: 0,
+        distinct: 66,
+        chunks: 1,
+        invalid_national: 0,
+    };
+    let task = tasks::insert(
+        pool,
+        &new,
+        Quota::default(),
+        rx,
+        std::future::ready(Ok::<_, std::convert::Infallible>(summary)),
+    )
+    .await
+    .expect("task stored")
+    .id;
+    let answer = |i: i64| {
+        sqlx::query("INSERT INTO task_results (task_id, number, outcome) VALUES ($1, $2, 'yes')")
+            .bind(task.to_string())
+            .bind(digits(i))
+            .execute(pool)
+    };
+    // Row 65 is answered before the file is begun; row 66 after its first batch was read.
+    answer(65).await.unwrap();
+    let mut stream = chunks::result_rows(pool, task);
+    let first = stream.try_next().await.unwrap().expect("a first batch");
+    assert_eq!(first.len(), 64);
+    answer(66).await.unwrap();
+    let second = stream.try_next().await.unwrap().expect("a second batch");
+    assert!(stream.try_next().await.unwrap().is_none());
+    let outcomes: Vec<(Option<&str>, Option<&str>)> = second
+        .iter()
+        .map(|r| (r.e164.as_deref(), r.outcome.as_deref()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (Some("+41790100065"), Some("yes")),
+            (Some("+41790100066"), None),
+        ],
+        "the second batch shows the answers of the first one's time"
+    );
+    drop(stream);
+    db.drop_database().await;
+}

@@ -5,15 +5,14 @@
 //! file, a `reason` for invalid and unknown rows and the input's own columns, read again from
 //! the kept upload in step with the answers.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
 use futures::StreamExt;
-use rust_xlsxwriter::{Color, Format, FormatBorder, Workbook, Worksheet};
 use tokio::sync::mpsc;
 use wacheck_core::input::{self, InputFormat};
 use wacheck_core::sanitize::{neutralize_formula, result_file_name};
+use wacheck_core::table::{TableWriter, XLSX_ROWS_PER_SHEET};
 use wacheck_core::{Normalizer, ResultFormat, TaskId, TaskKind, TaskStatus};
 use wacheck_store::chunks::{self, ResultRow};
 use wacheck_store::tasks::{self, ResultColumns, TaskRecord};
@@ -21,8 +20,6 @@ use wacheck_store::tasks::{self, ResultColumns, TaskRecord};
 use sqlx::PgPool;
 use wacheck_blob::BlobStore;
 
-/// Data rows per xlsx sheet (the format's 1,048,576 rows, less the header).
-pub const XLSX_ROWS_PER_SHEET: u32 = 1_048_575;
 /// Columns of the upload a result file gives back (the workbook reader reads no further).
 pub const MAX_INPUT_COLUMNS: usize = 1024;
 /// UTF-16 code units of a cell the upload gives back: what an xlsx cell holds.
@@ -341,111 +338,33 @@ fn stopped<T>(_: std::sync::mpsc::SendError<T>) -> input::InputError {
 pub fn write_file(
     path: &Path,
     format: ResultFormat,
+    shape: Shape,
+    rx: mpsc::Receiver<Vec<ResultRow>>,
+    input: Option<InputFeed>,
+) -> anyhow::Result<u64> {
+    write_sheets(path, format, shape, rx, input, XLSX_ROWS_PER_SHEET)
+}
+
+/// [`write_file`] with `rows_per_sheet` data rows per xlsx sheet.
+pub fn write_sheets(
+    path: &Path,
+    format: ResultFormat,
     mut shape: Shape,
     mut rx: mpsc::Receiver<Vec<ResultRow>>,
     mut input: Option<InputFeed>,
+    rows_per_sheet: u32,
 ) -> anyhow::Result<u64> {
     if let (Some(feed), Some(names)) = (input.as_mut(), shape.full.as_mut()) {
         *names = feed.columns();
     }
-    match format {
-        ResultFormat::Csv => {
-            let file = std::fs::File::create(path)?;
-            let mut w = csv::Writer::from_writer(std::io::BufWriter::with_capacity(1 << 16, file));
-            w.write_record(shape.header())?;
-            let mut n = 0;
-            while let Some(batch) = rx.blocking_recv() {
-                for row in &batch {
-                    let record = input.as_mut().and_then(|f| f.next(row, &shape.normalizer));
-                    w.write_record(shape.cells(row, record.as_deref()))?;
-                    n += 1;
-                }
-            }
-            w.into_inner()
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .flush()?;
-            Ok(n)
-        }
-        ResultFormat::Xlsx => write_xlsx(path, &shape, &mut rx, input, XLSX_ROWS_PER_SHEET),
-    }
-}
-
-/// Width of a column, in characters: enough for its usual content, never wider than 48.
-fn column_width(name: &str) -> f64 {
-    let usual = match name {
-        "Number" => 16,
-        "signature" | "reason" => 40,
-        "jid" => 28,
-        "status_update" => 13,
-        _ => 12,
-    };
-    usual.max(name.chars().count() + 3).min(48) as f64
-}
-
-fn new_sheet<'a>(book: &'a mut Workbook, header: &[String]) -> anyhow::Result<&'a mut Worksheet> {
-    let bold = Format::new()
-        .set_bold()
-        .set_background_color(Color::RGB(0xDDE4EE))
-        .set_border_bottom(FormatBorder::Thin);
-    let sheet = book.add_worksheet_with_constant_memory()?;
-    for (c, h) in header.iter().enumerate() {
-        sheet.set_column_width(c as u16, column_width(h))?;
-        sheet.write_string_with_format(0, c as u16, h, &bold)?;
-    }
-    sheet.set_freeze_panes(1, 0)?;
-    Ok(sheet)
-}
-
-/// A filter button on every header cell of a finished sheet of `rows` data rows.
-fn filter(sheet: &mut Worksheet, rows: u32, columns: usize) -> anyhow::Result<()> {
-    sheet.autofilter(0, 0, rows, columns.saturating_sub(1) as u16)?;
-    Ok(())
-}
-
-/// xlsx in constant-memory mode; past `rows_per_sheet` data rows a new sheet begins.
-pub fn write_xlsx(
-    path: &Path,
-    shape: &Shape,
-    rx: &mut mpsc::Receiver<Vec<ResultRow>>,
-    mut input: Option<InputFeed>,
-    rows_per_sheet: u32,
-) -> anyhow::Result<u64> {
-    let header = shape.header();
-    let mut book = Workbook::new();
-    new_sheet(&mut book, &header)?;
-    let mut sheet_index = 0;
-    let mut row_in_sheet: u32 = 0;
-    let mut n = 0u64;
+    let mut table = TableWriter::with_rows_per_sheet(path, format, shape.header(), rows_per_sheet)?;
     while let Some(batch) = rx.blocking_recv() {
         for row in &batch {
-            if row_in_sheet == rows_per_sheet {
-                filter(
-                    book.worksheet_from_index(sheet_index)?,
-                    row_in_sheet,
-                    header.len(),
-                )?;
-                new_sheet(&mut book, &header)?;
-                sheet_index += 1;
-                row_in_sheet = 0;
-            }
-            row_in_sheet += 1;
             let record = input.as_mut().and_then(|f| f.next(row, &shape.normalizer));
-            let sheet = book.worksheet_from_index(sheet_index)?;
-            for (c, v) in shape.cells(row, record.as_deref()).iter().enumerate() {
-                if !v.is_empty() {
-                    sheet.write_string(row_in_sheet, c as u16, v)?;
-                }
-            }
-            n += 1;
+            table.row(&shape.cells(row, record.as_deref()))?;
         }
     }
-    filter(
-        book.worksheet_from_index(sheet_index)?,
-        row_in_sheet,
-        header.len(),
-    )?;
-    book.save(path)?;
-    Ok(n)
+    Ok(table.finish()?)
 }
 
 pub fn result_key(task: TaskId, format: ResultFormat) -> String {
@@ -624,14 +543,15 @@ mod tests {
     fn rows_continue_on_new_sheets_with_their_header() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.xlsx");
-        let (tx, mut rx) = mpsc::channel(8);
+        let (tx, rx) = mpsc::channel(8);
         let rows: Vec<ResultRow> = (0..7)
             .map(|i| row(None, Some(&format!("+4179828465{i}")), Some("no")))
             .collect();
         tx.blocking_send(rows).unwrap();
         drop(tx);
         let shape = Shape::bare(TaskKind::Simple, ResultFormat::Xlsx);
-        assert_eq!(write_xlsx(&path, &shape, &mut rx, None, 3).unwrap(), 7);
+        let format = ResultFormat::Xlsx;
+        assert_eq!(write_sheets(&path, format, shape, rx, None, 3).unwrap(), 7);
         let sheets = read_sheets(&path);
         assert_eq!(sheets.len(), 3);
         let mut numbers = Vec::new();

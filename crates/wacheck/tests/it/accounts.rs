@@ -11,8 +11,6 @@ use crate::common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 use wacheck::app::Role;
-use wacheck_backends::simulated::rule_with_privacy;
-use wacheck_core::Normalizer;
 use wacheck_testkit::{FakeGateway, Fault, Session, whatsapp_user};
 
 const KEY: &str = "gateway-key";
@@ -81,7 +79,6 @@ fn assert_detail_rows(
     // Then the reason and the upload's own column (its header: `phone`).
     assert_eq!(rows[0][9..], ["reason", "phone"]);
     assert_eq!(rows.len() - 1, raws.len());
-    let norm = Normalizer::new(Some("CH")).unwrap();
     let mut cached = 0;
     for (i, (row, raw)) in rows[1..].iter().zip(raws).enumerate() {
         // The files are csv: outside text that starts like a formula has its apostrophe.
@@ -93,11 +90,12 @@ fn assert_detail_rows(
         );
         let mut row = row.clone();
         row.resize(9, String::new());
-        let Some(e) = norm.normalize(raw) else {
+        let Some(e) = oracle::normalize(raw, Some("CH")) else {
             assert_eq!(row[1], "invalid", "row {}", i + 1);
             continue;
         };
-        let r = rule_with_privacy(e.as_str(), 70, HIDDEN);
+        let r = oracle::simulated(&e, 70, HIDDEN);
+        let digits = &e[1..];
         let (account, was_cached) = by
             .get(e.as_str())
             .unwrap_or_else(|| panic!("no answer for {e}"));
@@ -112,7 +110,7 @@ fn assert_detail_rows(
                 String::new()
             });
             want.push(if shown && kind != "waha" {
-                r.status_update.format("%Y-%m-%d").to_string()
+                r.status_update.clone()
             } else {
                 String::new()
             });
@@ -121,15 +119,15 @@ fn assert_detail_rows(
             } else {
                 yn(r.business)
             });
-            want.push(yn(r.has_picture));
+            want.push(yn(r.picture));
             want.push(if shown {
                 String::new()
             } else {
                 "about hidden by privacy settings".into()
             });
             let user = match kind {
-                "simulated" => e.digits().to_owned(),
-                _ => whatsapp_user(e.digits()),
+                "simulated" => digits.to_owned(),
+                _ => whatsapp_user(digits),
             };
             want.push(if kind == "waha" {
                 format!("{user}@c.us")
@@ -334,24 +332,6 @@ async fn upload_range(env: &TestEnv, from: u64, n: u64) -> (Vec<String>, String)
     (raws, task["task_id"].as_str().unwrap().to_owned())
 }
 
-/// Polls a simple task until `pred` holds for its view; returns the view.
-async fn wait_task(
-    env: &TestEnv,
-    id: &str,
-    limit: Duration,
-    pred: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let (_, v) = env.status("simple", id).await;
-        if pred(&v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "the task never got there: {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Polls an account until `pred` holds for it; returns it.
 async fn wait_account(
     env: &TestEnv,
@@ -359,23 +339,20 @@ async fn wait_account(
     limit: Duration,
     pred: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let a = env.account(id).await;
-        if pred(&a) {
-            return a;
-        }
-        assert!(Instant::now() < deadline, "account never got there: {a}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll("the account", limit, || env.account(id), pred).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limited_account_cools_down_and_recovers() {
     let waha = FakeGateway::waha(KEY, "default", 70, 0);
-    let env = TestEnv::start(Store::Local).await;
+    // Cool-downs long enough to be seen however slowly this test's polls come round.
+    let env = TestEnv::start_with(Store::Local, |c| {
+        c.accounts.cooldown_base_ms = 4_000;
+        c.accounts.cooldown_max_ms = 10_000;
+    })
+    .await;
     env.add_account(waha_account("waha-1", &waha)).await;
-    // Throttled twice in a row: 0.5 s, then 1 s of cool-down (no backoff from WAHA).
+    // Throttled twice in a row: 4 s, then 8 s of cool-down (no backoff from WAHA).
     waha.state.fail_next(Fault::RateLimited, 2);
     let (raws, id) = upload_range(&env, 2_000_000, 60).await;
     let id = id.as_str();
@@ -495,10 +472,11 @@ async fn without_a_healthy_account_tasks_wait_and_say_why() {
     assert_eq!(code, 200);
     let (_, id) = upload_range(&env, 4_000_000, 120).await;
     let id = id.as_str();
-    let waiting = wait_task(&env, id, Duration::from_secs(20), |v| {
-        v["waiting"].is_string()
-    })
-    .await;
+    let waiting = env
+        .wait_task("simple", id, Duration::from_secs(20), |v| {
+            v["waiting"].is_string()
+        })
+        .await;
     assert!(["pending", "processing"].contains(&waiting["status"].as_str().unwrap()));
     assert!(
         waiting["waiting"]
@@ -557,7 +535,7 @@ async fn a_daily_cap_stops_an_account_for_the_day() {
     let id = id.as_str();
     // The cap is reached as the last batch is granted: another chunk may say so while that
     // batch is still being checked, so wait for its answers too.
-    wait_task(&env, id, Duration::from_secs(20), |v| {
+    env.wait_task("simple", id, Duration::from_secs(20), |v| {
         v["waiting"]
             .as_str()
             .is_some_and(|w| w.contains("daily cap"))
@@ -926,14 +904,16 @@ async fn a_native_account_is_hosted_by_a_worker_and_shows_its_qr_code() {
     let task = env
         .upload("simple", "n.txt", b"+41791234567".to_vec(), &[])
         .await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let (_, v) = env
-        .status("simple", task["task_id"].as_str().unwrap())
+    let id = task["task_id"].as_str().unwrap();
+    let pairing = |v: &Value| {
+        v["waiting"]
+            .as_str()
+            .is_some_and(|w| w.contains("phone-1 pairing"))
+    };
+    let v = env
+        .wait_task("simple", id, Duration::from_secs(20), pairing)
         .await;
-    assert!(
-        v["waiting"].as_str().unwrap().contains("phone-1 pairing"),
-        "{v}"
-    );
+    assert_eq!(v["success"], 0, "{v}");
     env.stop().await;
 }
 

@@ -91,7 +91,7 @@ async fn s3_presigned_links_download_and_expire() {
         .unwrap();
     let http = reqwest::Client::new();
     let url = store
-        .url("results/a.csv", "a.csv", Duration::from_secs(1))
+        .url("results/a.csv", "a.csv", Duration::from_secs(60))
         .await
         .unwrap();
     let resp = http.get(&url).send().await.unwrap();
@@ -111,9 +111,14 @@ async fn s3_presigned_links_download_and_expire() {
         http.get(&forged).send().await.unwrap().status().as_u16(),
         403
     );
+    // A link of one second, used after it ended.
+    let short = store
+        .url("results/a.csv", "a.csv", Duration::from_secs(1))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(
-        http.get(&url).send().await.unwrap().status().as_u16(),
+        http.get(&short).send().await.unwrap().status().as_u16(),
         403,
         "expired link"
     );

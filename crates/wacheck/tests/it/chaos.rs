@@ -11,12 +11,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::common::procs::{CutProxy, PgServer, RedisServer, ServiceProc, ledger_counts, note};
-use crate::common::{Infra, Store, TestEnv, assert_rows, messy_numbers, parse_result};
+use crate::common::{Infra, Store, TestEnv, assert_rows, messy_numbers, oracle, parse_result};
 use serde_json::Value;
 use tokio::sync::Mutex;
 use wacheck::app::Role;
 use wacheck::config::Config;
-use wacheck_core::Normalizer;
 
 /// Serialises these tests when a runner runs them as threads of one process.
 static SERIAL: Mutex<()> = Mutex::const_new(());
@@ -105,6 +104,20 @@ impl Chaos {
         }
     }
 
+    /// Asserts that a fault just made landed mid-task: the task is still processing, with rows
+    /// left to answer (else the test would prove nothing about recovery).
+    async fn assert_mid_task(&self, id: &str, fault: &str) -> Value {
+        let (code, s) = self.env.status("simple", id).await;
+        assert_eq!(code, 200, "the API answers after {fault}: {s}");
+        let answered = s["success"].as_i64().unwrap() + s["failure"].as_i64().unwrap();
+        assert!(
+            s["status"] == "processing" && answered < s["total"].as_i64().unwrap(),
+            "{fault} landed after the work was done: {s}"
+        );
+        note(&format!("{fault} at {answered} answered rows"));
+        s
+    }
+
     /// The task ends exported, every row equals the rule, counters are exact, and no number
     /// was answered more often than `slack` extra answers allow.
     async fn verify(&self, id: &str, slack: usize, workers: &[&ServiceProc]) -> Value {
@@ -118,12 +131,10 @@ impl Chaos {
         assert_eq!(done["success"], ok, "{done}");
         assert_eq!(done["failure"], bad, "{done}");
         assert_eq!(done["total"], ok + bad, "{done}");
-        let n = Normalizer::new(None).unwrap();
         let distinct: HashSet<String> = self
             .raws
             .iter()
-            .filter_map(|r| n.normalize(r))
-            .map(|e| e.to_string())
+            .filter_map(|r| oracle::normalize(r, None))
             .collect();
         let counts = ledger_counts(&self.ledger);
         let answered: usize = counts.values().sum();
@@ -230,15 +241,12 @@ async fn redis_flushall_then_redis_restart() {
     let a = c.worker();
     let b = c.worker();
     let id = c.upload(2_000, 13).await;
-    let s = c.progress(&id, 300).await;
+    c.progress(&id, 300).await;
     redis.flushall();
-    note(&format!("FLUSHALL at {} answered rows", s["success"]));
-    let s = c.progress(&id, 900).await;
+    c.assert_mid_task(&id, "FLUSHALL").await;
+    c.progress(&id, 900).await;
     tokio::task::block_in_place(|| redis.restart(Duration::from_millis(500)));
-    note(&format!(
-        "Redis restarted at {} answered rows",
-        s["success"]
-    ));
+    c.assert_mid_task(&id, "the Redis restart").await;
     c.verify(&id, CHUNK as usize, &[&a, &b]).await;
     c.env.stop().await;
 }
@@ -255,15 +263,10 @@ async fn postgres_restart_mid_task() {
     let a = c.worker();
     let b = c.worker();
     let id = c.upload(1_500, 14).await;
-    let s = c.progress(&id, 300).await;
+    c.progress(&id, 300).await;
     tokio::task::block_in_place(|| pg.restart(Duration::from_secs(2)));
-    note(&format!(
-        "Postgres restarted at {} answered rows",
-        s["success"]
-    ));
-    // The API answers again once Postgres is back.
-    let (code, body) = c.env.status("simple", &id).await;
-    assert_eq!(code, 200, "{body}");
+    // The API answers again once Postgres is back, and the task was not done by then.
+    c.assert_mid_task(&id, "the Postgres restart").await;
     // Each worker may lose the batch it was storing when the connection dropped.
     c.verify(&id, 2 * CHUNK as usize, &[&a, &b]).await;
     c.env.stop().await;
@@ -367,8 +370,9 @@ async fn sigterm_gives_work_back_and_exits_zero() {
 }
 
 /// Three worker processes share one account limited to 50 checks/s (burst 5, so 5 numbers per
-/// call): together they keep that rate (±5%), because the limit lives in Redis, not in each
-/// process. Without it (each process keeping 50/s on its own) this test measured 78 a second.
+/// call): together they never pass that rate (by 5% at most), because the limit lives in Redis,
+/// not in each process. Without it (each process keeping 50/s on its own) this test measured 78
+/// a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_keep_one_accounts_rate() {
     let _serial = serial().await;
@@ -394,8 +398,11 @@ async fn three_workers_keep_one_accounts_rate() {
         "{} checks in {secs:.2} s across 3 workers: {rate:.1}/s (limit {RATE}/s)",
         to - from
     ));
+    // Never above the limit (what a limit per process would break); below it only as far as
+    // three workers starved of CPU on a loaded machine may fall.
+    let limit = f64::from(RATE);
     assert!(
-        (rate - f64::from(RATE)).abs() <= 0.05 * f64::from(RATE),
+        rate <= 1.05 * limit && rate >= 0.75 * limit,
         "observed {rate:.1} checks/s, configured {RATE}/s"
     );
     // Every worker took part, and the task still ends correct.

@@ -30,16 +30,30 @@ type Case<'a> = (
     &'a str,
 );
 
-/// A workbook-looking zip whose one sheet inflates to `size` zero bytes.
+/// A valid workbook holding one number whose sheet part is padded with `size` spaces (legal
+/// XML between elements): every part reads, yet the sheet would inflate about a thousand-fold.
 fn zip_bomb(size: usize) -> Vec<u8> {
+    let mut book = rust_xlsxwriter::Workbook::new();
+    book.add_worksheet()
+        .write_string(0, 0, "+41798284651")
+        .unwrap();
+    let plain = book.save_to_buffer().unwrap();
+    let mut source = zip::ZipArchive::new(std::io::Cursor::new(plain)).unwrap();
     let mut out = std::io::Cursor::new(Vec::new());
     let mut w = zip::ZipWriter::new(&mut out);
     let opts = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated);
-    w.start_file("xl/worksheets/sheet1.xml", opts).unwrap();
-    let block = vec![0u8; 1 << 20];
-    for _ in 0..size / block.len() {
-        std::io::Write::write_all(&mut w, &block).unwrap();
+    for i in 0..source.len() {
+        let mut part = source.by_index(i).unwrap();
+        let name = part.name().unwrap().into_owned();
+        let mut xml = String::new();
+        std::io::Read::read_to_string(&mut part, &mut xml).unwrap();
+        if name == "xl/worksheets/sheet1.xml" {
+            let end = xml.rfind("</worksheet>").unwrap();
+            xml.insert_str(end, &" ".repeat(size));
+        }
+        w.start_file(name, opts).unwrap();
+        std::io::Write::write_all(&mut w, xml.as_bytes()).unwrap();
     }
     w.finish().unwrap();
     out.into_inner()
@@ -77,6 +91,13 @@ async fn upload_refusals() {
         "the bomb is small: {} bytes",
         bomb.len()
     );
+    // It is a workbook an independent reader opens: only the bomb check can refuse it.
+    let mut opened: calamine::Xlsx<_> =
+        calamine::open_workbook_from_rs(std::io::Cursor::new(bomb.clone())).unwrap();
+    let sheet = calamine::Reader::worksheet_range_at(&mut opened, 0)
+        .unwrap()
+        .unwrap();
+    assert_eq!(sheet.get((0, 0)).unwrap().to_string(), "+41798284651");
     let mut long_line = b"+41798284651\n".to_vec();
     long_line.extend(std::iter::repeat_n(b'1', 70 * 1024));
     #[rustfmt::skip]
@@ -122,6 +143,16 @@ async fn upload_refusals() {
     }
 
     // The messages speak the user's terms.
+    let (_, r) = env
+        .upload_as(key, "simple", Some(("bomb.xlsx", zip_bomb(32 << 20))), me)
+        .await;
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused as a zip bomb"),
+        "{r}"
+    );
     let (_, r) = env.upload_as(key, "simple", Some(("n.txt", big)), me).await;
     assert_eq!(
         r["message"],
@@ -147,6 +178,62 @@ async fn upload_refusals() {
         .unwrap();
     let r = (resp.status().as_u16(), resp.json().await.unwrap());
     assert_refused(&env, r, 400, "invalid_content_type").await;
+    env.stop().await;
+}
+
+/// The upload limit is enforced while the body streams in: a chunked upload that passes the
+/// limit and then stalls (it never ends) is answered 413 at once. A server that read the whole
+/// body before measuring it would wait for the rest forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_limit_is_enforced_while_the_body_streams() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = TestEnv::start_with(Store::Local, |c| c.api.max_upload_bytes = 100 * 1024).await;
+    let addr = env.base.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let boundary = "wacheck-test-boundary";
+    let head = format!(
+        "POST /wa/api/simple/tasks HTTP/1.1\r\nHost: {addr}\r\nX-API-Key: {}\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n",
+        env.key
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let chunk = |bytes: &[u8]| {
+        let mut framed = format!("{:x}\r\n", bytes.len()).into_bytes();
+        framed.extend_from_slice(bytes);
+        framed.extend_from_slice(b"\r\n");
+        framed
+    };
+    let fields = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"user_id\"\r\n\r\n{USER}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"n.txt\"\r\n\
+         Content-Type: text/plain\r\n\r\n"
+    );
+    socket.write_all(&chunk(fields.as_bytes())).await.unwrap();
+    let lines = "+41798284651\n".repeat(1_000).into_bytes();
+    // 200 KiB of numbers, twice the limit; the body's end is never sent.
+    for _ in 0..(200 * 1024 / lines.len() + 1) {
+        if socket.write_all(&chunk(&lines)).await.is_err() {
+            break; // the server answered and closed the connection
+        }
+    }
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&answer).contains("payload_too_large") {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer while the body was still open");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"payload_too_large\""), "{answer}");
+    assert_eq!(env.count("tasks").await, 0);
+    drop(socket);
     env.stop().await;
 }
 
@@ -203,17 +290,15 @@ async fn status_refusals_never_leak_other_users_tasks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_links_refuse_tampering_and_expire() {
-    let env = TestEnv::start_with(Store::Local, |c| c.api.result_url_ttl_secs = 1).await;
+    let env = TestEnv::start_with(Store::Local, |c| c.api.result_url_ttl_secs = 4).await;
     let t = env
         .upload("simple", "n.txt", b"+41798284651\n".to_vec(), &[])
         .await;
-    let done = env
-        .wait_exported(
-            "simple",
-            t["task_id"].as_str().unwrap(),
-            std::time::Duration::from_secs(30),
-        )
+    let id = t["task_id"].as_str().unwrap();
+    env.wait_exported("simple", id, Duration::from_secs(30))
         .await;
+    // A link fresh from the task, used at once, then once its four seconds are over.
+    let done = env.status("simple", id).await.1;
     let url = done["result_url"].as_str().unwrap().to_owned();
     assert_eq!(
         env.http.get(&url).send().await.unwrap().status().as_u16(),
@@ -223,7 +308,7 @@ async fn local_links_refuse_tampering_and_expire() {
     let resp = env.http.get(&tampered).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 403);
     assert_eq!(resp.json::<Value>().await.unwrap()["code"], "link_invalid");
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let resp = env.http.get(&url).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 403);
     assert_eq!(resp.json::<Value>().await.unwrap()["code"], "link_expired");
@@ -372,15 +457,13 @@ async fn hostile_names_and_bytes_are_harmless() {
             "file",
             reqwest::multipart::Part::bytes(b"+41798284652".to_vec()).file_name("b.txt"),
         );
-    let resp = env
+    let request = env
         .http
         .post(format!("{}/wa/api/simple/tasks", env.base))
         .header("X-API-Key", &env.key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+        .multipart(form);
     let tasks_before = env.count("tasks").await;
+    let resp = request.send().await.unwrap();
     let r: (u16, Value) = (resp.status().as_u16(), resp.json().await.unwrap());
     assert_eq!(
         (r.0, r.1["code"].as_str()),

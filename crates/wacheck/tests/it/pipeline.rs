@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use crate::common::{Store, TestEnv, assert_rows, by_readme_rule, messy_numbers, parse_result};
+use chrono::{DateTime, Utc};
 use rust_xlsxwriter::Workbook;
+use serde_json::Value;
 
 fn txt(lines: &[String]) -> Vec<u8> {
     lines.join("\n").into_bytes()
@@ -172,8 +174,9 @@ async fn xlsx_with_numeric_cells_and_header_round_trip_with_s3_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_grow_while_processing() {
+    // 30 calls of 200 ms one after the other: six seconds in which to see a part done.
     let env = TestEnv::start_with(Store::Local, |c| {
-        c.sim.latency_ms = 30;
+        c.sim.latency_ms = 200;
         c.sim.batch = 10;
         c.pipeline.chunk_size = 20;
         c.pipeline.concurrency = 1;
@@ -184,17 +187,13 @@ async fn counters_grow_while_processing() {
         .collect();
     let created = env.upload("simple", "a.txt", txt(&raws), &[]).await;
     let id = created["task_id"].as_str().unwrap().to_owned();
-    let mut saw_partial = false;
-    for _ in 0..400 {
-        let (_, s) = env.status("simple", &id).await;
-        let ok = s["success"].as_i64().unwrap();
-        if s["status"] == "processing" && ok > 0 && ok < 300 {
-            saw_partial = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(saw_partial, "a poller sees success grow during processing");
+    // A poller sees success grow during processing.
+    env.wait_task("simple", &id, Duration::from_secs(30), |s| {
+        let ok = s["success"].as_i64().unwrap_or(0);
+        assert_ne!(s["status"], "exported", "no partial count was seen: {s}");
+        s["status"] == "processing" && ok > 0 && ok < 300
+    })
+    .await;
     env.wait_exported("simple", &id, Duration::from_secs(60))
         .await;
     env.stop().await;
@@ -302,7 +301,7 @@ async fn chunks_processed_twice_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_queue_is_rebuilt_by_the_reconciler() {
     let env = TestEnv::start_with(Store::Local, |c| {
-        c.sim.latency_ms = 50;
+        c.sim.latency_ms = 100;
         c.sim.batch = 10;
         c.pipeline.chunk_size = 20;
     })
@@ -310,14 +309,17 @@ async fn lost_queue_is_rebuilt_by_the_reconciler() {
     let raws = messy_numbers(400, 5);
     let created = env.upload("simple", "a.txt", txt(&raws), &[]).await;
     let id = created["task_id"].as_str().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, mid) = env.status("simple", &id).await;
-    assert_eq!(
-        mid["status"], "processing",
-        "the flush happens mid-task: {mid}"
-    );
+    let started = |s: &Value| s["success"].as_i64().unwrap_or(0) > 0;
+    env.wait_task("simple", &id, Duration::from_secs(30), started)
+        .await;
     // Every key of this deployment vanishes, as in a Redis flush or restart.
     env.app().queue.purge().await.unwrap();
+    let (_, mid) = env.status("simple", &id).await;
+    let answered = mid["success"].as_i64().unwrap() + mid["failure"].as_i64().unwrap();
+    assert!(
+        mid["status"] == "processing" && answered < mid["total"].as_i64().unwrap(),
+        "the flush happens mid-task: {mid}"
+    );
     let done = env
         .wait_exported("simple", &id, Duration::from_secs(60))
         .await;
@@ -331,8 +333,9 @@ async fn lost_queue_is_rebuilt_by_the_reconciler() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_task_is_not_stuck_behind_a_big_one() {
+    // The big task takes 15 s of backend calls at the least; the small one a fraction of one.
     let env = TestEnv::start_with(Store::Local, |c| {
-        c.sim.latency_ms = 10;
+        c.sim.latency_ms = 100;
         c.sim.batch = 10;
         c.pipeline.chunk_size = 20;
         c.pipeline.concurrency = 2;
@@ -345,20 +348,29 @@ async fn a_small_task_is_not_stuck_behind_a_big_one() {
         .map(|i| format!("+4179{:07}", 3_000_000 + i))
         .collect();
     let big_task = env.upload("simple", "big.txt", txt(&big), &[]).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let small_task = env.upload("simple", "small.txt", txt(&small), &[]).await;
-    env.wait_exported(
-        "simple",
-        small_task["task_id"].as_str().unwrap(),
-        Duration::from_secs(30),
-    )
-    .await;
-    let (_, b) = env
-        .status("simple", big_task["task_id"].as_str().unwrap())
+    let big_id = big_task["task_id"].as_str().unwrap();
+    let started = |s: &Value| s["success"].as_i64().unwrap_or(0) > 0;
+    env.wait_task("simple", big_id, Duration::from_secs(30), started)
         .await;
-    assert_eq!(
-        b["status"], "processing",
-        "the big task is still running: {b}"
+    let small_task = env.upload("simple", "small.txt", txt(&small), &[]).await;
+    let small_id = small_task["task_id"].as_str().unwrap();
+    env.wait_exported("simple", small_id, Duration::from_secs(30))
+        .await;
+    // The small task was exported before the big one was done checking.
+    let (small_exported, big_completed): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
+        sqlx::query_as(
+            "SELECT (SELECT exported_at FROM tasks WHERE id = $1), \
+                    (SELECT completed_at FROM tasks WHERE id = $2)",
+        )
+        .bind(small_id)
+        .bind(big_id)
+        .fetch_one(env.pool())
+        .await
+        .unwrap();
+    let small_exported = small_exported.unwrap();
+    assert!(
+        big_completed.is_none_or(|big| small_exported < big),
+        "the small task waited for the big one: {small_exported} vs {big_completed:?}"
     );
     env.stop().await;
 }

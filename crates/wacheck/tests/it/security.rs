@@ -376,6 +376,31 @@ async fn admins_manage_users_and_keys_over_the_api() {
     env.stop().await;
 }
 
+/// Everything of Alice's that Bob's requests could touch, as stored: her task and its
+/// answers, her account and its alias, her user and keys (but when a key was last used), her
+/// check history.
+async fn alices_data(env: &TestEnv, task: &str) -> Value {
+    sqlx::query_scalar(
+        "SELECT jsonb_build_object( \
+           'task', (SELECT to_jsonb(t) FROM tasks t WHERE id = $1), \
+           'answers', (SELECT jsonb_agg(to_jsonb(r) ORDER BY number) FROM task_results r \
+                       WHERE task_id = $1), \
+           'account', (SELECT to_jsonb(a) FROM accounts a WHERE id = 'alice-sim'), \
+           'aliases', (SELECT jsonb_agg(to_jsonb(x) ORDER BY alias) FROM account_aliases x \
+                       WHERE account_id = 'alice-sim'), \
+           'user', (SELECT to_jsonb(u) FROM users u WHERE id = $2), \
+           'keys', (SELECT jsonb_agg(to_jsonb(k) - 'last_used_at' ORDER BY id) FROM api_keys k \
+                    WHERE user_id = $2), \
+           'history', (SELECT jsonb_agg(to_jsonb(h) ORDER BY id) FROM check_history h \
+                       WHERE user_id = $2))",
+    )
+    .bind(task)
+    .bind(USER)
+    .fetch_one(env.pool())
+    .await
+    .unwrap()
+}
+
 /// Bob's credentials against every one of Alice's resources: the same 404 as for something
 /// that does not exist (or 403 where a route is for admins only), never her data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -416,6 +441,8 @@ async fn one_user_never_reaches_another_users_resources() {
         .await;
     assert_eq!(code, 200, "{v}");
     let bob = env.other_key.clone();
+    let alices_data = || alices_data(&env, &id);
+    let before = alices_data().await;
     let t = |s: &str| s.replace("{id}", &id);
     let matrix: Vec<(Method, String, u16)> = vec![
         (
@@ -571,6 +598,8 @@ async fn one_user_never_reaches_another_users_resources() {
     assert_eq!(mine["user_id"], OTHER);
     let (_, accounts) = env.call(Method::GET, "/v1/accounts", &bob, None).await;
     assert_eq!(accounts, json!([]));
+    // Every refused change left Alice's rows as they were.
+    assert_eq!(alices_data().await, before);
     // Alice's result link works without a key and only as signed; Bob cannot make one.
     let url = done["result_url"].as_str().unwrap();
     assert_eq!(

@@ -56,6 +56,29 @@ pub struct S3Server {
 pub const S3_KEY: &str = "wacheck-test";
 pub const S3_SECRET: &str = "wacheck-test-secret";
 
+/// Reads `what` with `get` every 50 ms until `pred` holds for it; returns it. Fails the test
+/// after `limit`, showing the last reading.
+pub async fn poll<F, Fut>(
+    what: &str,
+    limit: Duration,
+    mut get: F,
+    pred: impl Fn(&Value) -> bool,
+) -> Value
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Value>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        let v = get().await;
+        if pred(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what} never got there: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -88,7 +111,7 @@ impl S3Server {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("s3s-fs must be installed: run `just deps`");
+                .expect("s3s-fs must be installed: run `just test-deps`");
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -412,6 +435,23 @@ impl TestEnv {
             .unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls the task until `pred` holds for its status; returns it.
+    pub async fn wait_task(
+        &self,
+        kind: &str,
+        id: &str,
+        limit: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        poll(
+            "the task",
+            limit,
+            || async { self.status(kind, id).await.1 },
+            pred,
+        )
+        .await
     }
 
     /// Polls until the task is exported; checks that status only moves forward.
